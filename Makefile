@@ -8,7 +8,11 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SAMPLE ?= datasets/samples/paper_mix.parquet
 OUT    ?= out
 
-.PHONY: venv run test lint format bench clean
+TM_VENV  := .venv-turbomind
+TM_BIN   := $(TM_VENV)/bin
+TM_STAMP := $(TM_VENV)/.installed-$(shell cat pyproject.toml requirements/turbomind-test.txt | cksum | cut -d' ' -f1)
+
+.PHONY: venv venv-turbomind run test test-main test-turbomind lint format bench clean
 
 venv: $(STAMP)
 
@@ -22,11 +26,32 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# LMDeploy's Python layer on a CPU machine, for contract tests against the real classes
+# (TurboMind itself needs a CUDA GPU). Kept out of .venv so the main environment stays lean.
+venv-turbomind: $(TM_STAMP)
+
+$(TM_STAMP): pyproject.toml requirements/turbomind-test.txt
+	test -x $(TM_BIN)/python || $(PYTHON) -m venv $(TM_VENV)
+	echo '*' > $(TM_VENV)/.gitignore
+	$(TM_BIN)/python -m pip install --quiet --upgrade pip
+	# CPU torch first, on its own; lmdeploy's metadata would otherwise pull a CUDA torch (GBs).
+	$(TM_BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(TM_BIN)/python -m pip install --quiet --no-deps "lmdeploy==0.18.0"
+	# pip reports lmdeploy's skipped CUDA dependencies as conflicts; that is expected (exit 0).
+	$(TM_BIN)/python -m pip install --quiet -r requirements/turbomind-test.txt -e .
+	rm -f $(TM_VENV)/.installed-*
+	touch $(TM_STAMP)
+
 run: venv
 	$(BIN)/sajax-batch $(SAMPLE) --out $(OUT)/results.parquet
 
-test: venv
+test: test-main test-turbomind
+
+test-main: venv
 	$(BIN)/python -m pytest -q
+
+test-turbomind: venv-turbomind
+	SAJAX_REQUIRE_LMDEPLOY=1 $(TM_BIN)/python -m pytest -q tests/turbomind
 
 lint: venv
 	$(BIN)/ruff check sajax batch_runner tests benchmarks
@@ -40,4 +65,4 @@ bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TM_VENV) $(OUT) .pytest_cache .ruff_cache

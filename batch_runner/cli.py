@@ -1,0 +1,459 @@
+"""The command line: ``sajax-batch INPUT --out OUTPUT`` and the ``sajax`` command group.
+
+Parsing and error mapping only; the work lives in the modules each command hands over to
+(imported lazily, so ``--help`` is fast and a missing optional part fails only its command):
+
+====================  ===========================================================
+sajax-batch / run     batch_runner.job.run_job(JobConfig(...))
+sajax validate        batch_runner.requests.read_requests (here, complete)
+sajax plan            batch_runner.planning.plan_command(**options)
+sajax calibrate       batch_runner.calibrate.calibrate_command(**options)
+sajax report          batch_runner.report.report_command(**options)
+sajax workloads       the click group batch_runner.workloads.cli.workloads
+====================  ===========================================================
+
+Errors a user can fix (``batch_runner.errors.UserError``: bad input, bad presets, unwritable
+output) are ``click.ClickException`` s with exit code 2: one paragraph on stderr, no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import click
+
+from batch_runner.errors import InputError
+
+ENGINES = ("auto", "llamacpp", "turbomind", "sim")
+POLICIES = ("sajax", "fcfs", "sjf", "edf", "slack")
+OBJECTIVES = ("g", "attainment", "tardiness")
+SLO_SCALES = ("cpu", "gpu")
+ON_BAD_ROWS = ("error", "skip")
+DEFAULT_TIME_BUDGET_S = 10.0
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_file = click.Path(path_type=Path, dir_okay=False)
+
+
+# --- option groups shared by several commands -----------------------------------------------
+
+
+def _slo_options(f: Callable) -> Callable:
+    f = click.option(
+        "--slo-scale",
+        type=click.Choice(SLO_SCALES),
+        default=None,
+        help="Which scale of the preset file to use [default: gpu for --engine turbomind, "
+        "else the file's default_scale].",
+    )(f)
+    f = click.option(
+        "--slo-config",
+        type=_file,
+        default=None,
+        help="TOML file of per-task SLO presets (e.g. datasets/slo_presets.toml); they fill "
+        "the SLOs and max_new_tokens a row leaves empty.",
+    )(f)
+    return f
+
+
+def _on_bad_rows_option(f: Callable) -> Callable:
+    return click.option(
+        "--on-bad-rows",
+        type=click.Choice(ON_BAD_ROWS),
+        default="error",
+        show_default=True,
+        help="error: refuse a file with bad rows (exit 2, naming rows and columns). skip: write "
+        "bad rows with a reject_reason column to <out>.rejects.parquet and go on.",
+    )(f)
+
+
+def _planner_options(f: Callable) -> Callable:
+    for option in reversed(
+        [
+            click.option(
+                "--policy",
+                type=click.Choice(POLICIES),
+                default="sajax",
+                show_default=True,
+                help="Order of the requests: sajax (simulated annealing), fcfs (file order), "
+                "sjf (shortest predicted first), edf (earliest deadline), slack (least slack).",
+            ),
+            click.option(
+                "--objective",
+                type=click.Choice(OBJECTIVES),
+                default="g",
+                show_default=True,
+                help="What sajax maximises: g (SLO hits per second of summed latency, the "
+                "paper's G), attainment (share of SLOs met), tardiness (minus weighted lateness).",
+            ),
+            click.option(
+                "--time-budget",
+                type=click.FloatRange(min=0.0, min_open=True),
+                default=DEFAULT_TIME_BUDGET_S,
+                show_default=True,
+                help="Seconds the planner may search.",
+            ),
+            click.option(
+                "--seed", type=int, default=0, show_default=True, help="Random seed of the plan."
+            ),
+            click.option(
+                "--profile",
+                default=None,
+                help="Engine profile (name of a shipped profile or path to a TOML file) the "
+                "planner predicts with [default: the engine's own].",
+            ),
+            click.option(
+                "--slots",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Requests in flight at most [default: the profile's; sajax may use fewer].",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _engine_option(help_text: str, choices: tuple[str, ...] = ENGINES) -> Callable:
+    return click.option(
+        "--engine",
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        help=help_text,
+    )
+
+
+# --- sajax-batch ----------------------------------------------------------------------------
+
+
+@click.command("sajax-batch", context_settings=CONTEXT)
+@click.argument("input_path", metavar="INPUT", type=_file)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=_file,
+    help="Results Parquet file: every input column plus output_text, latencies and slo_met.",
+)
+@_engine_option(
+    "Engine to run on: llamacpp (CPU), turbomind (LMDeploy, GPU), sim (simulator, no text); "
+    "auto picks turbomind when a GPU and lmdeploy are present, else llamacpp."
+)
+@_planner_options
+@_slo_options
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Model to load: a GGUF file for llamacpp, a model directory for turbomind "
+    "[default: SmolLM2-135M-Instruct for llamacpp].",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted job from its checkpoint parts next to --out.",
+)
+@_on_bad_rows_option
+@click.option(
+    "--summary-json", type=_file, default=None, help="Also write the job summary as JSON here."
+)
+@click.option("--report", type=_file, default=None, help="Also write an HTML report here.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def batch_main(
+    input_path: Path,
+    out: Path,
+    engine: str,
+    policy: str,
+    objective: str,
+    time_budget: float,
+    seed: int,
+    profile: str | None,
+    slots: int | None,
+    slo_config: Path | None,
+    slo_scale: str | None,
+    model: Path | None,
+    resume: bool,
+    on_bad_rows: str,
+    summary_json: Path | None,
+    report: Path | None,
+    quiet: bool,
+) -> None:
+    """Plan and run a batch of LLM requests (INPUT, Parquet) so that as many as possible meet
+    their SLOs; write the results to --out."""
+    from batch_runner.parquet_io import rejects_path, write_parquet_atomic
+    from batch_runner.requests import read_requests
+
+    _refuse_overwriting_input(input_path, out)
+    from batch_runner.presets import resolve_slo_scale
+
+    # None for --engine auto: run_job resolves it once it knows the engine (gpu for turbomind).
+    scale = resolve_slo_scale(slo_scale, engine)
+    presets = _load_presets(slo_config, scale)
+    requests = read_requests(input_path, slo_config=presets, on_bad_rows=on_bad_rows)
+    if requests.rejects is not None:
+        rejected = write_parquet_atomic(requests.rejects, rejects_path(out))
+        _say(quiet, f"set aside {requests.rejects.num_rows} bad rows in {rejected}")
+    if requests.table.num_rows == 0:
+        raise InputError(
+            f"{input_path}: all {requests.num_input_rows} rows are invalid; see the "
+            f"reject_reason column in {rejects_path(out)}.",
+            path=input_path,
+            row_count=requests.num_input_rows,
+        )
+    _say(quiet, _describe(requests, presets))
+
+    job = importlib.import_module("batch_runner.job")
+    config = job.JobConfig(
+        input=input_path,
+        out=out,
+        engine=engine,
+        policy=policy,
+        objective=objective,
+        time_budget=time_budget,
+        seed=seed,
+        slo_config=slo_config,
+        slo_scale=scale,
+        profile=profile,
+        model=model,
+        slots=slots,
+        resume=resume,
+        on_bad_rows=on_bad_rows,
+        summary_json=summary_json,
+        report=report,
+        quiet=quiet,
+    )
+    result = job.run_job(config, requests=requests)
+    if isinstance(result, int) and not isinstance(result, bool) and result != 0:
+        raise SystemExit(result)
+
+
+# --- sajax ----------------------------------------------------------------------------------
+
+
+class _SajaxGroup(click.Group):
+    """A click group whose ``workloads`` command is a group defined in another module."""
+
+    lazy = {"workloads": ("batch_runner.workloads.cli", "workloads")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.lazy:
+            return super().get_command(ctx, name)
+        module_name, attr = self.lazy[name]
+        try:
+            module = _optional_module(module_name)
+        except ImportError as e:  # the module is there but broken: say so when it is called
+            return _unavailable_command(name, f"{module_name} cannot be imported: {e}")
+        command = getattr(module, attr, None) if module is not None else None
+        if isinstance(command, click.Command):
+            return command
+        return _unavailable_command(name, f"{module_name}.{attr} is missing")
+
+
+@click.group(cls=_SajaxGroup, context_settings=CONTEXT)
+@click.version_option(package_name="sajax")
+def main() -> None:
+    """sajax: SLO-aware planning and running of offline LLM batch jobs."""
+
+
+main.add_command(batch_main, name="run")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("input_path", metavar="INPUT", type=_file)
+@_slo_options
+@_on_bad_rows_option
+@click.option(
+    "--rejects",
+    type=_file,
+    default=None,
+    help="With --on-bad-rows=skip, also write the bad rows (with reject_reason) here.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def validate(
+    input_path: Path,
+    slo_config: Path | None,
+    slo_scale: str | None,
+    on_bad_rows: str,
+    rejects: Path | None,
+    as_json: bool,
+) -> None:
+    """Check a request file (INPUT) and show what it holds; exit 2 if it cannot be run."""
+    from batch_runner.parquet_io import write_parquet_atomic
+    from batch_runner.request_summary import summarize_requests
+    from batch_runner.requests import read_requests
+
+    presets = _load_presets(slo_config, slo_scale)
+    requests = read_requests(input_path, slo_config=presets, on_bad_rows=on_bad_rows)
+    summary = summarize_requests(requests.table)
+    summary["rejected"] = _reject_counts(requests.rejects)
+    if rejects is not None and requests.rejects is not None:
+        write_parquet_atomic(requests.rejects, rejects)
+    if as_json:
+        click.echo(json.dumps({"source": str(input_path), **summary}, indent=2))
+    else:
+        click.echo(_describe(requests, presets))
+        for reason, count in summary["rejected"].items():
+            click.echo(f"rejected {count}: {reason}")
+    if requests.table.num_rows == 0:
+        raise InputError(
+            f"{input_path}: all {requests.num_input_rows} rows are invalid.",
+            path=input_path,
+            row_count=requests.num_input_rows,
+        )
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("input_path", metavar="INPUT", type=_file)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=_file,
+    help="Plan Parquet file: id, rank and predicted ttft/tpot/e2e_ms and slo_met per request.",
+)
+@_engine_option("Engine whose default profile the plan predicts with (nothing is run).")
+@_planner_options
+@_slo_options
+@_on_bad_rows_option
+@click.option("--summary-json", type=_file, default=None, help="Also write a JSON summary here.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def plan(**options: Any) -> None:
+    """Plan a request file (INPUT) without running it: the order and its predicted metrics
+    against FCFS."""
+    _refuse_overwriting_input(options["input_path"], options["out"])
+    options["input"] = options.pop("input_path")
+    _call("batch_runner.planning", "plan_command", "sajax plan", options)
+
+
+@main.command(context_settings=CONTEXT)
+@_engine_option(
+    "Engine to measure (llamacpp, turbomind) or sim to check the fit on the simulator.",
+    choices=("llamacpp", "turbomind", "sim"),
+)
+@click.option(
+    "--model", type=click.Path(path_type=Path), default=None, help="Model to load (as for run)."
+)
+@click.option(
+    "--history",
+    type=_file,
+    multiple=True,
+    help="Earlier results files to fit from instead of (or besides) a sweep; repeatable.",
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=_file,
+    help="Profile TOML to write (the fitted engine model and output-length predictor).",
+)
+@click.option(
+    "--slots", type=click.IntRange(min=1), default=None, help="Sequence slots of the engine."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sweep.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def calibrate(**options: Any) -> None:
+    """Fit an engine profile (iteration-time model, output lengths) from a sweep or history."""
+    _call("batch_runner.calibrate", "calibrate_command", "sajax calibrate", options)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("results", type=_file)
+@click.option(
+    "--out", "-o", required=True, type=_file, help="HTML report to write (plots and tables)."
+)
+@click.option("--summary-json", type=_file, default=None, help="Also write the summary as JSON.")
+def report(**options: Any) -> None:
+    """Write an HTML report (attainment per task, latency CDFs, plan vs actual) of a results
+    file."""
+    _call("batch_runner.report", "report_command", "sajax report", options)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        click.echo(text)
+
+
+def _load_presets(slo_config: Path | None, scale: str | None):
+    if slo_config is None:
+        return None
+    from batch_runner.presets import load_presets
+
+    return load_presets(slo_config, scale=scale)
+
+
+def _refuse_overwriting_input(input_path: Path, out: Path) -> None:
+    from batch_runner.parquet_io import rejects_path
+
+    for target in (out, rejects_path(out)):
+        if target.resolve() == input_path.resolve():
+            raise click.UsageError(
+                f"--out {out} would overwrite the input {input_path}; choose another path."
+            )
+
+
+def _describe(requests, presets) -> str:
+    from batch_runner.request_summary import format_summary, summarize_requests
+
+    rejected = 0 if requests.rejects is None else requests.rejects.num_rows
+    source = (
+        f"SLO presets: {presets.source} [{presets.scale or 'flat'}]"
+        if presets is not None
+        else "SLO presets: none (rows keep their own SLOs)"
+    )
+    head = f"{requests.source}: {requests.table.num_rows} valid rows, {rejected} rejected; {source}"
+    return head + "\n" + format_summary(summarize_requests(requests.table))
+
+
+def _reject_counts(rejects) -> dict[str, int]:
+    if rejects is None:
+        return {}
+    counts = rejects.group_by("reject_reason").aggregate([("reject_reason", "count")])
+    reasons = counts["reject_reason"].to_pylist()
+    pairs = zip(reasons, counts["reject_reason_count"].to_pylist(), strict=True)
+    return dict(sorted(pairs, key=lambda kv: -kv[1]))
+
+
+def _optional_module(name: str) -> ModuleType | None:
+    """Import ``name``; None if that module itself does not exist (yet)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
+            return None
+        raise
+
+
+def _call(module_name: str, function: str, command: str, options: dict[str, Any]) -> None:
+    module = _optional_module(module_name)
+    target = getattr(module, function, None) if module is not None else None
+    if target is None:
+        raise click.ClickException(
+            f"`{command}` is not available yet ({module_name}.{function} is missing)."
+        )
+    result = target(**options)
+    if isinstance(result, int) and not isinstance(result, bool) and result != 0:
+        raise SystemExit(result)
+
+
+def _unavailable_command(name: str, why: str) -> click.Command:
+    @click.command(
+        name,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True, **CONTEXT},
+        help=f"(not available yet: {why})",
+    )
+    def unavailable() -> None:
+        raise click.ClickException(f"`sajax {name}` is not available yet ({why}).")
+
+    return unavailable
