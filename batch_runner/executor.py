@@ -1,0 +1,212 @@
+"""The executor: drive an engine through a plan and time every request.
+
+Requests go to the engine in plan order, with at most ``inflight_cap`` submitted and not yet
+finished. Engines admit in submission order, so the submission order *is* the priority. Every
+time is read from the engine's own clock and reported relative to the start of execution::
+
+    t0          = engine.now()                       (once, before the first submit)
+    submit_ms   = 1000 * (t_submit - t0)              (first attempt)
+    first_ms    = 1000 * (t_first_token - t0)         (of the attempt that finished)
+    finish_ms   = 1000 * (t_finished - t0)
+
+so that ``e2e = finish_ms`` and ``ttft = first_ms`` follow the offline convention of
+``sajax.metrics`` (every request is available at t0).
+
+Failures. A request whose attempt fails (a ``Failed`` event, or ``submit`` raising anything but
+``EngineError``) is resubmitted at the front of what is left, up to ``max_retries`` times; after
+that it becomes an error measurement (``error`` set) and the job goes on. An ``EngineError``
+(the engine as a whole is gone) propagates to the caller; every measurement completed before it
+has already been handed to ``on_result``, so the caller can checkpoint them and exit.
+
+    result = execute(engine, requests_in_plan_order, inflight_cap=8, on_result=save)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from batch_runner.engines.base import (
+    Engine,
+    EngineError,
+    EngineRequest,
+    Failed,
+    Finished,
+    FirstToken,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What happened to one request; all times are ms from the start of execution."""
+
+    id: str
+    rank: int  # position in the executed plan (submission order of first attempts)
+    submit_ms: float  # first submission
+    first_token_ms: float | None  # None when the request ended in an error
+    finish_ms: float | None  # finish (or, for an error, the last failure) time
+    output_text: str
+    input_tokens: int | None
+    output_tokens: int | None
+    finish_reason: str | None  # "stop" | "length"; None for an error
+    error: str | None  # None when the request finished
+    attempts: int  # 1 + retries used
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    measurements: list[Measurement]  # in completion order
+    t0: float  # engine clock (s) at the start of execution
+    stopped: bool  # True when should_stop() ended the run early
+    unfinished: list[str]  # ids not completed (submitted or never submitted) when stopped
+
+
+@dataclass
+class _Attempt:
+    request: EngineRequest
+    rank: int
+    first_submit_ms: float | None = None
+    first_token_ms: float | None = None
+    attempts: int = 0
+    errors: tuple[str, ...] = ()
+
+
+def execute(
+    engine: Engine,
+    requests: Sequence[EngineRequest],
+    inflight_cap: int,
+    *,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    on_result: Callable[[Measurement], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    poll_timeout: float = 0.05,
+    first_rank: int = 0,
+) -> ExecutionResult:
+    """Run ``requests`` (already in plan order) on a started ``engine``.
+
+    Args:
+      engine: a started engine (the caller owns ``start``/``stop``).
+      requests: the requests in priority (plan) order; ids must be unique.
+      inflight_cap: at most this many requests submitted and not yet finished or failed.
+      max_retries: extra attempts for a request whose attempt failed.
+      on_result: called with each measurement as soon as it is complete (checkpointing).
+      should_stop: polled between engine polls; True stops submitting and returns at once
+        (requests still in flight are reported in ``unfinished``).
+      poll_timeout: seconds each ``engine.poll`` may wait for events.
+      first_rank: rank of ``requests[0]`` (a resumed job continues after the ranks it has).
+
+    Raises:
+      EngineError: the engine died; completed measurements were already passed to ``on_result``.
+    """
+    if inflight_cap < 1:
+        raise ValueError(f"inflight_cap must be >= 1, got {inflight_cap}")
+    ids = [r.id for r in requests]
+    if len(set(ids)) != len(ids):
+        raise ValueError("request ids must be unique")
+
+    t0 = engine.now()
+    pending: deque[_Attempt] = deque(
+        _Attempt(request=r, rank=first_rank + i) for i, r in enumerate(requests)
+    )
+    inflight: dict[str, _Attempt] = {}
+    done: list[Measurement] = []
+
+    def ms(t: float) -> float:
+        return 1000.0 * (t - t0)
+
+    def complete(m: Measurement) -> None:
+        done.append(m)
+        if on_result is not None:
+            on_result(m)
+
+    def fail(att: _Attempt, t_ms: float, error: str) -> None:
+        att.errors = att.errors + (error,)
+        att.first_token_ms = None
+        if att.attempts <= max_retries:
+            log.warning(
+                "request %s failed (attempt %d): %s; retrying", att.request.id, att.attempts, error
+            )
+            pending.appendleft(att)  # the front of what is left: it keeps its priority
+            return
+        complete(
+            Measurement(
+                id=att.request.id,
+                rank=att.rank,
+                submit_ms=att.first_submit_ms if att.first_submit_ms is not None else t_ms,
+                first_token_ms=None,
+                finish_ms=t_ms,
+                output_text="",
+                input_tokens=None,
+                output_tokens=None,
+                finish_reason=None,
+                error=f"failed after {att.attempts} attempt(s): {error}",
+                attempts=att.attempts,
+            )
+        )
+
+    stopped = False
+    while pending or inflight:
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        while pending and len(inflight) < inflight_cap:
+            att = pending.popleft()
+            att.attempts += 1
+            t_submit = ms(engine.now())
+            if att.first_submit_ms is None:
+                att.first_submit_ms = t_submit
+            try:
+                engine.submit(att.request)
+            except EngineError:
+                raise
+            except Exception as exc:  # a bad request, not a dead engine
+                fail(att, t_submit, f"{type(exc).__name__}: {exc}")
+                continue
+            inflight[att.request.id] = att
+        if not inflight:
+            continue
+        for event in engine.poll(poll_timeout):
+            att = inflight.get(event.id)
+            if att is None:
+                log.warning(
+                    "ignoring %s for request %r that is not in flight",
+                    type(event).__name__,
+                    event.id,
+                )
+                continue
+            if isinstance(event, FirstToken):
+                if att.first_token_ms is None:
+                    att.first_token_ms = ms(event.t)
+            elif isinstance(event, Finished):
+                del inflight[event.id]
+                finish_ms = ms(event.t)
+                first_ms = att.first_token_ms if att.first_token_ms is not None else finish_ms
+                complete(
+                    Measurement(
+                        id=event.id,
+                        rank=att.rank,
+                        submit_ms=att.first_submit_ms,
+                        first_token_ms=first_ms,
+                        finish_ms=finish_ms,
+                        output_text=event.text,
+                        input_tokens=event.input_tokens,
+                        output_tokens=event.output_tokens,
+                        finish_reason=event.finish_reason,
+                        error=None,
+                        attempts=att.attempts,
+                    )
+                )
+            elif isinstance(event, Failed):
+                del inflight[event.id]
+                fail(att, ms(event.t), event.error)
+            else:
+                log.warning("ignoring unknown event %r", event)
+
+    unfinished = [a.request.id for a in inflight.values()] + [a.request.id for a in pending]
+    return ExecutionResult(measurements=done, t0=t0, stopped=stopped, unfinished=unfinished)
