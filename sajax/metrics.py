@@ -17,7 +17,7 @@ The functions take an array namespace ``xp`` (``numpy`` or ``jax.numpy``) so tha
 can call them inside ``jit`` and the job runner on measured NumPy arrays::
 
     m = slo_metrics(first_ms, finish_ms, out_tokens, slo_e2e, slo_ttft, slo_tpot)
-    attainment(m.met, m.has_slo, weight), goodput(m.met, m.e2e_ms, weight)
+    attainment(m.met, m.has_slo, weight), goodput(m.met, m.has_slo, m.e2e_ms, weight)
 """
 
 from __future__ import annotations
@@ -75,8 +75,10 @@ def goodput(met, has_slo, e2e_ms, weight=None, mask=None, xp=np):
 
 
 def _weights(like, weight, mask, xp):
-    w = xp.ones(xp.shape(like), dtype=xp.float32) if weight is None else xp.asarray(
-        weight, dtype=xp.float32
+    w = (
+        xp.ones(xp.shape(like), dtype=xp.float32)
+        if weight is None
+        else xp.asarray(weight, dtype=xp.float32)
     )
     if mask is not None:
         w = w * xp.asarray(mask, dtype=xp.float32)
