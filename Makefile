@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-SAMPLE ?= datasets/samples/paper_mix.parquet
+RUN_N  ?= 200
+RUN_ARGS ?=
 OUT    ?= out
 
 TM_VENV  := .venv-turbomind
@@ -42,8 +43,16 @@ $(TM_STAMP): pyproject.toml requirements/turbomind-test.txt
 	rm -f $(TM_VENV)/.installed-*
 	touch $(TM_STAMP)
 
+# Build the sample workload (the paper's code + chat + classification mix, CPU-scale SLOs) from the
+# synthetic ShareGPT files in datasets/samples/, plan it with sajax, run it on the CPU engine.
 run: venv
-	$(BIN)/sajax-batch $(SAMPLE) --out $(OUT)/results.parquet
+	$(BIN)/sajax workloads paper-mix --n $(RUN_N) --scale cpu --seed 0 \
+	    --chat-json datasets/samples/sharegpt_synthetic_chat.json \
+	    --code-json datasets/samples/code_synthetic.json --out $(OUT)/requests.parquet
+	$(BIN)/sajax-batch $(OUT)/requests.parquet --out $(OUT)/results.parquet \
+	    --slo-config datasets/slo_presets.toml --summary-json $(OUT)/summary.json \
+	    --report $(OUT)/report.html $(RUN_ARGS)
+	@echo "results: $(OUT)/results.parquet   summary: $(OUT)/summary.json   report: $(OUT)/report.html"
 
 test: test-main test-turbomind
 

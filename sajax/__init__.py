@@ -4,6 +4,7 @@ from sajax import objectives
 from sajax.anneal import AnnealHistory, AnnealResult, Progress, anneal, anneal_many
 from sajax.kernel import AnnealState, StepInfo
 from sajax.moves import MoveMix, move_mix
+from sajax.planner import Plan, PlanConfig, plan
 from sajax.schedules import constant, geometric, linear
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "AnnealResult",
     "AnnealState",
     "MoveMix",
+    "Plan",
+    "PlanConfig",
     "Progress",
     "StepInfo",
     "anneal",
@@ -20,4 +23,5 @@ __all__ = [
     "linear",
     "move_mix",
     "objectives",
+    "plan",
 ]

@@ -1,0 +1,143 @@
+"""The planner: valid plans, determinism, quality against FCFS and brute force, the budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from sajax.engine_model import make_engine_model
+from sajax.metrics import attainment, slo_metrics
+from sajax.planner import PlanConfig, PlanEnergy, compact, plan, score_orders
+from sajax.planner import make_data as planner_data
+from sajax.problem import make_problem
+from sajax.refsim import reference_simulate
+from sajax.robust import length_scenarios
+from sajax.triage import moore_hodgson, triage
+
+MODEL = make_engine_model(slots=4, token_budget=64, a_ms=5.0, b_ms=0.5, c_ms=0.001)
+# One shape for every test (bucket 64, 4 chains, 32-step chunks): compiled once per session.
+FAST = PlanConfig(chains=4, steps=256, chunk_size=32, cap_finalists=1)
+
+
+def _instance(n, seed, tight=2.0):
+    rng = np.random.default_rng(seed)
+    inp = rng.integers(4, 120, n)
+    out = rng.integers(1, 40, n)
+    alone = 5.0 * out + 0.5 * (inp + out)
+    slo = alone + rng.uniform(0.2, 1.0, n) * alone.sum() / 4 / tight
+    return inp, out, slo
+
+
+def _reference_attainment(order, cap, inp, out, slo):
+    m = MODEL._replace(slots=np.int32(cap))
+    ref = reference_simulate(order, inp, out, m)
+    met = slo_metrics(ref.first_token_ms, ref.finish_ms, out, slo, np.inf, np.inf)
+    return float(attainment(met.met, met.has_slo))
+
+
+def test_plan_is_a_permutation_of_the_real_rows_and_timings_are_by_row():
+    inp, out, slo = _instance(20, 0)
+    problem = make_problem(inp, out, slo_e2e_ms=slo)  # padded to 64 rows
+    assert problem.mask.sum() == 20 and len(problem.mask) > 20
+    result = plan(problem, MODEL, FAST, jax.random.key(0))
+    assert sorted(result.order.tolist()) == list(range(20))
+    assert 1 <= result.inflight_cap <= 4
+    assert np.all(np.isnan(result.e2e_ms[20:])) and not result.slo_met[20:].any()
+    # predicted timings are the fast model's at the chosen order and cap, by row
+    ref = reference_simulate(result.order, inp, out, MODEL._replace(slots=result.inflight_cap))
+    np.testing.assert_allclose(result.finish_ms[:20], ref.finish_ms, rtol=1e-3)
+    assert result.summary.attainment == pytest.approx(result.slo_met[:20].mean(), abs=1e-6)
+    assert result.summary.steps == 256 and result.summary.stop_reason == "steps"
+
+
+def test_plan_is_deterministic_for_a_key():
+    inp, out, slo = _instance(24, 1)
+    problem = make_problem(inp, out, slo_e2e_ms=slo)
+    a = plan(problem, MODEL, FAST, jax.random.key(7))
+    b = plan(problem, MODEL, FAST, jax.random.key(7))
+    np.testing.assert_array_equal(a.order, b.order)
+    assert a.inflight_cap == b.inflight_cap
+    assert a.summary.energy == b.summary.energy
+
+
+def test_plan_beats_fcfs_on_a_tight_instance_by_the_reference():
+    inp, out, slo = _instance(40, 2, tight=4.0)
+    problem = make_problem(inp, out, slo_e2e_ms=slo)
+    result = plan(problem, MODEL, FAST, jax.random.key(0))
+    fcfs = _reference_attainment(np.arange(40), 4, inp, out, slo)
+    ours = _reference_attainment(result.order, result.inflight_cap, inp, out, slo)
+    assert ours > fcfs + 0.1, (ours, fcfs)
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_plan_finds_the_brute_force_optimum_at_n6(seed):
+    inp, out, slo = _instance(6, seed, tight=3.0)
+    problem = make_problem(inp, out, slo_e2e_ms=slo)
+    config = PlanConfig(chains=4, steps=256, chunk_size=32, cap_finalists=1, caps=(4,))
+    result = plan(problem, MODEL, config, jax.random.key(seed))
+    _, cp = compact(problem)
+    energy = PlanEnergy("goodput", False, 0, 4, False)
+    data = planner_data(cp, MODEL, config, None, 1.0)
+    perms = np.array(list(itertools.permutations(range(6))), np.int32)
+    full = np.concatenate([perms, np.broadcast_to(np.arange(6, 64), (len(perms), 58))], axis=1)
+    best = score_orders(energy, full, data, [4]).min()
+    assert result.summary.energy == pytest.approx(float(best), rel=1e-6)
+
+
+def test_time_budget_is_honoured_loosely():
+    inp, out, slo = _instance(30, 6)
+    problem = make_problem(inp, out, slo_e2e_ms=slo)
+    plan(problem, MODEL, FAST)  # compile first: the budget below is then search time
+    t0 = time.perf_counter()
+    result = plan(
+        problem, MODEL, dataclasses.replace(FAST, steps=None, time_budget_s=1.5), jax.random.key(1)
+    )
+    took = time.perf_counter() - t0
+    assert took < 1.5 * 2 + 1.0
+    assert result.summary.steps > 0
+    assert sorted(result.order.tolist()) == list(range(30))
+
+
+def test_robust_mode_scores_scenarios_and_reports_their_attainment():
+    inp, out, slo = _instance(16, 8)
+    problem = make_problem(inp, out, slo_e2e_ms=slo)
+    config = PlanConfig(chains=4, steps=64, chunk_size=32, cap_finalists=1, scenarios=3)
+    result = plan(problem, MODEL, config, jax.random.key(2))
+    assert sorted(result.order.tolist()) == list(range(16))
+    assert 0.0 <= result.summary.robust_attainment <= 1.0
+    scen = length_scenarios(jax.random.key(0), out, 5, 0.5)
+    assert scen.shape == (5, 16) and np.all(scen >= 1)
+    np.testing.assert_array_equal(scen[0], out)
+
+
+def test_triage_and_moore_hodgson_push_misses_back_and_keep_a_permutation():
+    order = np.array([0, 1, 2, 3, 4, 5])
+    met = np.array([True, False, True, False, True, True])
+    alone = np.array([1.0, 9.0, 1.0, 2.0, 1.0, 1.0])
+    out = triage(order, met, alone, 5)
+    np.testing.assert_array_equal(out, [0, 2, 4, 3, 1, 5])  # misses shortest-first, pad kept
+
+    # A toy met_fn: a request meets iff the summed alone-time up to it is <= 3.
+    def met_fn(o):
+        done = np.cumsum(alone[o])
+        met = np.zeros(len(o), bool)
+        met[o] = done <= 3.0
+        return met
+
+    mh = moore_hodgson(order, met_fn, alone, 6, per_round=1)
+    assert sorted(mh.tolist()) == list(range(6))
+    assert met_fn(mh).sum() == 3  # the optimum: three unit jobs
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError):
+        PlanConfig(chains=0)
+    with pytest.raises(ValueError):
+        PlanConfig(objective="speed")
+    with pytest.raises(ValueError):
+        PlanConfig(time_budget_s=0.0)
