@@ -71,7 +71,7 @@ format: venv
 	$(BIN)/ruff check --fix sajax batch_runner tests benchmarks
 
 bench: venv
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH)
 
 clean:
 	rm -rf $(VENV) $(TM_VENV) $(OUT) .pytest_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from sajax import objectives
 from sajax.anneal import AnnealHistory, AnnealResult, Progress, anneal, anneal_many
+from sajax.incremental import IncrementalEnergy
 from sajax.kernel import AnnealState, StepInfo
 from sajax.moves import MoveMix, move_mix
 from sajax.planner import Plan, PlanConfig, plan
@@ -11,6 +12,7 @@ __all__ = [
     "AnnealHistory",
     "AnnealResult",
     "AnnealState",
+    "IncrementalEnergy",
     "MoveMix",
     "Plan",
     "PlanConfig",

@@ -21,6 +21,12 @@ With ``ladder_ratio`` > 1 the chains form a temperature ladder; ``exchange=True`
 exchange (parallel tempering) between neighbouring rungs after every chunk, with probability
 ``min(1, exp((E_c - E_c') (1/T_c - 1/T_c')))``.
 
+Incremental energies. An ``energy_fn`` that is a ``sajax.incremental.IncrementalEnergy`` (e.g.
+``weighted_tardiness(p, w, d, incremental=True)``) runs the windowed kernel step instead: moves
+within ``energy_fn.window`` consecutive positions, O(window) per move instead of O(n), with the
+energy's cache rebuilt at the start of each chunk and the cached energies recomputed in full at
+its end. One proposal per step (``proposals=1``). The warm-up samples the same windowed moves.
+
 Restarts. A chain whose own best has not improved for ``restart_patience`` chunks jumps to the
 best permutation of its instance (its own best is kept).
 
@@ -53,6 +59,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sajax.incremental import (
+    UNIFORMS,
+    IncrementalEnergy,
+    init_window_cache,
+    window_step_from_uniforms,
+)
 from sajax.kernel import AnnealState, init, step_from_uniforms
 from sajax.moves import MoveMix, move_mix
 from sajax.schedules import Schedule, auto_range, geometric, ladder
@@ -142,27 +154,66 @@ def _run_chunk(
         s, (acc, imp) = jax.lax.scan(body, s, (u, t, active))
         return s, jnp.sum(acc, dtype=jnp.int32), jnp.any(imp)
 
+    def window_chain(s, u, t, d, nv):
+        def body(carry, x):
+            s, cache = carry
+            u_l, t_l, a_l = x
+            s, cache, info = window_step_from_uniforms(
+                u_l, s, cache, t_l, d, inc=energy_fn, probs=probs, n_valid=nv, active=a_l
+            )
+            return (s, cache), (info.accepted, info.improved)
+
+        cache = init_window_cache(energy_fn, s.perm, d)
+        (s, _), (acc, imp) = jax.lax.scan(body, (s, cache), (u, t, active))
+        return _resync(s, energy_fn, d), jnp.sum(acc, dtype=jnp.int32), jnp.any(imp)
+
     b, c, length = temps.shape
+    if isinstance(energy_fn, IncrementalEnergy):
+        u = jax.random.uniform(key, (b, c, length, UNIFORMS))
+        return _map_chains(window_chain, data_batched)(state, u, temps, data, n_valid)
     shape = (b, c, length, 4) if proposals == 1 else (b, c, length, proposals, 4)
     u = jax.random.uniform(key, shape)
     return _map_chains(chain, data_batched)(state, u, temps, data, n_valid)
+
+
+def _resync(state: AnnealState, inc: IncrementalEnergy, data: Any) -> AnnealState:
+    """Recompute the cached energies with the full energy (bounds the rounding of deltas)."""
+    energy = jnp.asarray(inc.energy(state.perm, data), jnp.float32)
+    best = jnp.asarray(inc.energy(state.best_perm, data), jnp.float32)
+    best = jnp.where(jnp.isnan(best), jnp.inf, best)
+    current_is_best = energy < best  # possible only through rounding; keep "best <= current"
+    return AnnealState(
+        perm=state.perm,
+        energy=energy,
+        best_perm=jnp.where(current_is_best, state.perm, state.best_perm),
+        best_energy=jnp.where(current_is_best, energy, best),
+    )
 
 
 @partial(jax.jit, static_argnames=("energy_fn", "data_batched"))
 def _neighbour_deltas(key, state, samples, data, n_valid, probs, *, energy_fn, data_batched):
     """Energy changes of ``samples`` (K,) random moves from each chain's state: (B, C, K)."""
 
+    incremental = isinstance(energy_fn, IncrementalEnergy)
+
     def chain(s, u, _t, d, nv):
+        cache = init_window_cache(energy_fn, s.perm, d) if incremental else None
+
         def one(u_k):
-            _, info = step_from_uniforms(
-                u_k, s, 0.0, d, energy_fn=energy_fn, probs=probs, n_valid=nv
-            )
+            if incremental:
+                _, _, info = window_step_from_uniforms(
+                    u_k, s, cache, 0.0, d, inc=energy_fn, probs=probs, n_valid=nv
+                )
+            else:
+                _, info = step_from_uniforms(
+                    u_k, s, 0.0, d, energy_fn=energy_fn, probs=probs, n_valid=nv
+                )
             return info.delta
 
         return jax.vmap(one)(u)
 
     b, c = state.energy.shape
-    u = jax.random.uniform(key, (b, c, samples.shape[0], 4))
+    u = jax.random.uniform(key, (b, c, samples.shape[0], UNIFORMS if incremental else 4))
     return _map_chains(chain, data_batched)(state, u, jnp.zeros((b, c)), data, n_valid)
 
 
@@ -255,7 +306,10 @@ def _anneal(
     started = time.perf_counter()
     if n < 1 or chains < 1 or steps < 0 or chunk_size < 1:
         raise ValueError("need n >= 1, chains >= 1, steps >= 0 and chunk_size >= 1")
-    if data is None:
+    incremental = isinstance(energy_fn, IncrementalEnergy)
+    if incremental and proposals != 1:
+        raise ValueError("an IncrementalEnergy runs one proposal per step: use proposals=1")
+    if data is None and not incremental:
         energy_fn = _IgnoreData(energy_fn)
     probs = (moves or move_mix()).probs
     n_valid_b = np.broadcast_to(np.asarray(n if n_valid is None else n_valid), (batch,))
@@ -448,7 +502,8 @@ def anneal(
 
     Args:
       energy_fn: ``energy_fn(perm, data) -> scalar`` (``energy_fn(perm)`` if ``data`` is None),
-        jittable, for one (n,) int32 permutation. NaN energies are never accepted.
+        jittable, for one (n,) int32 permutation. NaN energies are never accepted. An
+        ``IncrementalEnergy`` selects the windowed O(window) path (module doc).
       key: a JAX PRNG key; the result is a deterministic function of it (but see time_budget_s).
       n: permutation length (the padded size).
       chains: parallel chains (a compile-time shape).
