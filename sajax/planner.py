@@ -89,7 +89,7 @@ class PlanConfig:
     window_steps: int = 4_000  # steps per chain and pass (the budget may cut it)
     max_passes: int = 4  # window passes (alternately shifted by half a window)
     chunk_size: int = 64  # annealing steps per jitted chunk
-    t_start: float = 1.0  # start / end temperature, as multiples of a small uphill move
+    t_start: float = 10.0  # start / end temperature, as multiples of a small uphill move
     t_end: float = 0.01  # (the 10 % quantile of uphill deltas seen in the warm-up)
     swap: float = 0.3  # move mix
     insert: float = 0.5

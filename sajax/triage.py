@@ -17,10 +17,14 @@ requests needs about ``rejections / per_round`` simulations. Requests that miss 
 (``hopeless``) are rejected up front.
 
     order = moore_hodgson(edf_order, met_fn, alone_ms, n_real, hopeless=mask)
+
+``attainment_upper_bound`` bounds the (unweighted) attainment of *every* order and in-flight cap
+from above by a one-machine relaxation solved exactly by Moore-Hodgson (see its docstring).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 
 import numpy as np
@@ -118,3 +122,57 @@ def refill(
         else:
             scan += len(cands)
     return order, energy
+
+
+def max_on_time(work: np.ndarray, deadline: np.ndarray) -> int:
+    """The most jobs one machine finishes by their deadlines (``1 || sum U_j``, exact).
+
+    Moore-Hodgson with a heap: jobs by deadline; when the running total passes the current
+    deadline, drop the longest job accepted so far. ``work`` and ``deadline`` are (n,) floats.
+    """
+    work = np.asarray(work, np.float64)
+    deadline = np.asarray(deadline, np.float64)
+    accepted: list[float] = []  # max-heap of accepted processing times (negated)
+    t = 0.0
+    for i in np.argsort(deadline, kind="stable"):
+        heapq.heappush(accepted, -work[i])
+        t += work[i]
+        if t > deadline[i]:
+            t += heapq.heappop(accepted)
+    return len(accepted)
+
+
+def attainment_upper_bound(problem, model) -> float:
+    """An upper bound on the unweighted SLO attainment of any order and in-flight cap.
+
+    Every engine iteration costs ``a + b * forward_tokens + c * context >= a + b *
+    forward_tokens`` and serves at most ``slots`` sequences, so charging ``a / slots`` to each
+    sequence in it, request ``i`` needs at least::
+
+        w_i = b * tokens_i + a * iterations_i / slots
+
+    of engine time before its deadline ``D_i``: with an e2e SLO, ``tokens = in + out - 1`` and
+    ``iterations = out`` before ``D_i = slo_e2e``; with only a TTFT SLO, the prompt (``tokens =
+    in``, one iteration) before ``D_i = slo_ttft``; TPOT SLOs are dropped (relaxed). The requests
+    meeting their SLOs in any schedule then fit one machine by their deadlines
+    (``sum_{i met, D_i <= t} w_i <= t`` for all ``t``), and ``max_on_time`` is the largest such
+    set. Requests without an SLO are not counted (as in ``sajax.metrics.attainment``);
+    TPOT-only ones count as met. A relaxation: the bound need not be attainable.
+    """
+    a, b = float(np.asarray(model.a_ms)), float(np.asarray(model.b_ms))
+    slots = int(np.asarray(model.slots))
+    live = np.asarray(problem.mask, bool)
+    inp = np.asarray(problem.input_len, np.float64)[live]
+    out = np.asarray(problem.output_len, np.float64)[live]
+    e2e = np.asarray(problem.slo_e2e_ms, np.float64)[live]
+    ttft = np.asarray(problem.slo_ttft_ms, np.float64)[live]
+    tpot = np.asarray(problem.slo_tpot_ms, np.float64)[live]
+    has_e2e, has_ttft = np.isfinite(e2e), np.isfinite(ttft)
+    has_slo = has_e2e | has_ttft | np.isfinite(tpot)
+    if not has_slo.any():
+        return float("nan")
+    timed = has_e2e | has_ttft
+    work = np.where(has_e2e, b * (inp + out - 1) + a * out / slots, b * inp + a / slots)
+    deadline = np.where(has_e2e, e2e, ttft)
+    met = max_on_time(work[timed], deadline[timed]) + int(np.sum(has_slo & ~timed))
+    return met / int(has_slo.sum())
