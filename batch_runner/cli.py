@@ -155,6 +155,15 @@ def _engine_option(help_text: str, choices: tuple[str, ...] = ENGINES) -> Callab
     "[default: SmolLM2-135M-Instruct for llamacpp].",
 )
 @click.option(
+    "--length-predictor",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="TOML with [output_lengths.<task>] tables (written by `sajax calibrate --history`): "
+    "rows with no output_tokens_hint and no ignore_eos are planned with their task's median "
+    "output length (capped at max_new_tokens) instead of max_new_tokens [default: the "
+    "--profile file's tables, if it has them].",
+)
+@click.option(
     "--resume",
     is_flag=True,
     help="Continue an interrupted job from its checkpoint parts next to --out.",
@@ -178,6 +187,7 @@ def batch_main(
     slo_config: Path | None,
     slo_scale: str | None,
     model: Path | None,
+    length_predictor: Path | None,
     resume: bool,
     on_bad_rows: str,
     summary_json: Path | None,
@@ -220,6 +230,7 @@ def batch_main(
         slo_config=slo_config,
         slo_scale=scale,
         profile=profile,
+        length_predictor=length_predictor,
         model=model,
         slots=slots,
         resume=resume,

@@ -7,7 +7,12 @@ Steps:
      from ``slo_config`` at ``slo_scale``);
   2. open the checkpoint ``OUT.parts`` (``--resume``: skip ids already done; the input file
      must be the one the checkpoint was made from);
-  3. plan the rows not yet done (``make_plan``: order + in-flight cap + predicted e2e);
+  3. plan the rows not yet done (``make_plan``: order + in-flight cap + predicted e2e, and the
+     planner's predicted attainment of that plan and of FCFS for the summary). Output lengths
+     for planning: ``max_new_tokens`` under ignore_eos, else ``output_tokens_hint``, else the
+     task's median from ``--length-predictor`` (or the ``--profile`` file's
+     ``[output_lengths.<task>]`` tables, as ``sajax calibrate --history`` writes them), capped
+     at ``max_new_tokens``, else ``max_new_tokens``;
   4. execute the plan on the engine, checkpointing finished rows every K rows / T seconds;
   5. write ``OUT`` (every input row once, input order), the summary (``--summary-json``) and the
      report (``--report``), then delete ``OUT.parts``.
@@ -70,6 +75,7 @@ class JobConfig:
     slo_config: Path | None = None
     slo_scale: str | None = None  # which scale table of the SLO preset file
     profile: str | None = None
+    length_predictor: Path | None = None  # TOML with [output_lengths.<task>]; None: --profile's
     model: Path | None = None
     slots: int | None = None
     resume: bool = False
@@ -108,19 +114,72 @@ class JobInterrupted(click.ClickException):
 # -- planning --------------------------------------------------------------------------------
 
 
-def _predicted_output_tokens(table: pa.Table) -> np.ndarray:
-    """The planner's output length, as the sim engine's: max_new_tokens under ignore_eos, else
-    the hint (capped), else max_new_tokens (an upper bound until an output-length predictor
-    exists); at least 1."""
+class OutputLengths(NamedTuple):
+    tokens: np.ndarray  # (n,) int64 >= 1, the output length the planner assumes per row
+    source: np.ndarray  # (n,) str: "ignore_eos" | "hint" | "predicted" | "max_new_tokens"
+
+
+def _predicted_output_tokens(table: pa.Table, predictor=None) -> OutputLengths:
+    """The planner's output length per row, in order of preference:
+
+    - ``max_new_tokens`` under ``ignore_eos`` (the engine runs to the cap);
+    - ``output_tokens_hint``, capped at ``max_new_tokens`` (as the sim engine generates);
+    - with an ``OutputLengthPredictor`` (``batch_runner.output_lengths``) that knows the row's
+      task: its median output length, capped at ``max_new_tokens``;
+    - else ``max_new_tokens`` (an upper bound).
+
+    At least 1 token.
+    """
+    n = table.num_rows
     cap = _int_column(table, "max_new_tokens", 256)
     hint = _int_column(table, "output_tokens_hint", -1)  # null -> -1: no hint
     ignore = (
         table.column("ignore_eos").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
         if "ignore_eos" in table.column_names
-        else np.zeros(table.num_rows, dtype=bool)
+        else np.zeros(n, dtype=bool)
     )
-    out = np.where((hint >= 0) & ~ignore, np.minimum(hint, cap), cap)
-    return np.maximum(out, 1)
+    has_hint = (hint >= 0) & ~ignore
+    predicted = np.full(n, -1, dtype=np.int64)
+    if predictor is not None:
+        tasks = (
+            table.column("task").fill_null("default").to_pylist()
+            if "task" in table.column_names
+            else ["default"] * n
+        )
+        by_task = {t: predictor.predict(str(t), default=-1) for t in set(tasks)}
+        predicted = np.asarray([by_task[t] for t in tasks], dtype=np.int64)
+    use_prediction = ~ignore & ~has_hint & (predicted >= 1)
+    out = np.where(has_hint, np.minimum(hint, cap), cap)
+    out = np.where(use_prediction, np.minimum(predicted, cap), out)
+    source = np.where(
+        ignore,
+        "ignore_eos",
+        np.where(has_hint, "hint", np.where(use_prediction, "predicted", "max_new_tokens")),
+    )
+    return OutputLengths(np.maximum(out, 1), source)
+
+
+def _length_predictor(config: JobConfig):
+    """The output-length predictor of ``--length-predictor``, else the ``[output_lengths]``
+    tables of the ``--profile`` file when it has them (a ``sajax calibrate --history`` profile),
+    else None."""
+    from batch_runner.output_lengths import load_output_length_predictor
+
+    if config.length_predictor is not None:
+        return load_output_length_predictor(config.length_predictor)  # ConfigError: exit 2
+    if not config.profile:
+        return None
+    from sajax.profiles import read_profile
+
+    try:
+        data = read_profile(config.profile)
+    except ValueError:
+        return None  # a bad --profile is reported where the engine model is loaded
+    if not data.get("output_lengths"):
+        return None
+    from sajax.profiles import profile_path
+
+    return load_output_length_predictor(profile_path(config.profile))
 
 
 def _int_column(table: pa.Table, name: str, default: int) -> np.ndarray:
@@ -166,7 +225,14 @@ def make_plan(table: pa.Table, engine: Engine, config: JobConfig) -> JobPlan:
     order = np.arange(n, dtype=np.int64)
     if n == 0:
         return JobPlan(order, cap, np.full(n, np.nan))
-    problem = _problem_from_table(table, engine)
+    lengths = _predicted_output_tokens(table, _length_predictor(config))
+    problem = _problem_from_table(table, engine, lengths.tokens)
+    length_info = {
+        "output_lengths": {
+            str(k): int(v)
+            for k, v in zip(*np.unique(lengths.source, return_counts=True), strict=True)
+        }
+    }
     if policy == "sajax":
         try:
             import jax
@@ -185,7 +251,7 @@ def make_plan(table: pa.Table, engine: Engine, config: JobConfig) -> JobPlan:
                 np.asarray(result.order, np.int64),
                 int(result.inflight_cap),
                 np.asarray(result.e2e_ms, np.float64)[:n],
-                {"policy": "sajax", **result.summary.as_dict()},
+                {"policy": "sajax", **result.summary.as_dict(), **length_info},
             )
     elif policy != "fcfs":
         name = POLICY_HEURISTICS.get(policy, policy)
@@ -203,30 +269,71 @@ def make_plan(table: pa.Table, engine: Engine, config: JobConfig) -> JobPlan:
                 raw = order_fn(problem)
             order = np.asarray(raw, dtype=np.int64)
             order = order[order < n]  # drop padding rows, if the problem was padded
-    return JobPlan(order, cap, _predicted_e2e(order, problem, model), {"policy": policy})
+    predicted = _predicted_metrics(order, problem, model)
+    fcfs = (
+        predicted
+        if np.array_equal(order, np.arange(n))
+        else _predicted_metrics(np.arange(n), problem, model)
+    )
+    info = {
+        "policy": policy,
+        "attainment": predicted["attainment"],
+        "goodput": predicted["goodput"],
+        "mean_e2e_ms": predicted["mean_e2e_ms"],
+        "p99_e2e_ms": predicted["p99_e2e_ms"],
+        "fcfs_attainment": fcfs["attainment"],
+        "fcfs_goodput": fcfs["goodput"],
+        "fcfs_mean_e2e_ms": fcfs["mean_e2e_ms"],
+        **length_info,
+    }
+    return JobPlan(order, cap, predicted["e2e_ms"], info)
 
 
-def _predicted_e2e(order: np.ndarray, problem, model: EngineModel) -> np.ndarray:
-    """Predicted e2e (ms) per row when ``order`` runs on ``model`` with the engine's full slots.
+def _predicted_metrics(order: np.ndarray, problem, model: EngineModel) -> dict[str, Any]:
+    """Predicted timings and SLO metrics when ``order`` runs on ``model`` with the engine's
+    full slots: per-row e2e (ms, NaN for rows not in ``order``), attainment, G, mean and p99
+    e2e — the same definitions (``sajax.metrics``) as the measured ones.
 
     From the reference simulator (exact for the model, NumPy, no compilation; about 0.2 ms
     per row on one core).
     """
+    from sajax.metrics import attainment, goodput, slo_metrics
     from sajax.refsim import reference_simulate
 
     ref = reference_simulate(order, problem.input_len, problem.output_len, model)
-    return np.asarray(ref.finish_ms, np.float64)
+    m = slo_metrics(
+        ref.first_token_ms,
+        ref.finish_ms,
+        problem.output_len,
+        problem.slo_e2e_ms,
+        problem.slo_ttft_ms,
+        problem.slo_tpot_ms,
+    )
+    e2e = np.asarray(ref.finish_ms, np.float64)
+    live = np.isfinite(e2e)
+    return {
+        "e2e_ms": e2e,
+        "attainment": float(attainment(m.met[live], m.has_slo[live], problem.weight[live])),
+        "goodput": float(goodput(m.met[live], m.has_slo[live], e2e[live], problem.weight[live])),
+        "mean_e2e_ms": float(np.mean(e2e[live])) if live.any() else float("nan"),
+        "p99_e2e_ms": float(np.percentile(e2e[live], 99)) if live.any() else float("nan"),
+    }
 
 
-def _problem_from_table(table: pa.Table, engine: Engine):
+def _problem_from_table(table: pa.Table, engine: Engine, output_len: np.ndarray | None = None):
+    """The planner's ``Problem``: the engine's token counts, ``output_len`` (default: from
+    ``_predicted_output_tokens`` without a predictor), SLOs (missing = inf) and weights."""
     from sajax.problem import Problem
+
+    if output_len is None:
+        output_len = _predicted_output_tokens(table).tokens
 
     requests = _engine_requests(table, SamplingParams())
     input_len = np.asarray([engine.count_tokens(r) for r in requests], dtype=np.int32)
     slo = {c: results_mod._floats(table, c, default=np.inf) for c in results_mod.SLO_COLUMNS}
     return Problem(
         input_len=input_len,
-        output_len=_predicted_output_tokens(table).astype(np.int32),
+        output_len=np.asarray(output_len).astype(np.int32),
         slo_e2e_ms=slo["slo_e2e_ms"].astype(np.float32),
         slo_ttft_ms=slo["slo_ttft_ms"].astype(np.float32),
         slo_tpot_ms=slo["slo_tpot_ms"].astype(np.float32),
@@ -486,10 +593,16 @@ def run_job(
     ckpt.remove()
     if config.report:
         _write_report(out, summary, Path(config.report))
+    predicted = ""
+    if all(isinstance(plan_info.get(k), float) for k in ("attainment", "fcfs_attainment")):
+        predicted = (
+            f" (predicted: plan {100 * plan_info['attainment']:.1f}%, "
+            f"FCFS {100 * plan_info['fcfs_attainment']:.1f}%)"
+        )
     _echo(
         config,
         f"{summary['rows']} rows, {summary['errors']} errors, SLO attainment "
-        f"{100 * summary['attainment']:.1f}%, G {summary['G']:.3f}/s -> {out}",
+        f"{100 * summary['attainment']:.1f}%{predicted}, G {summary['G']:.3f}/s -> {out}",
     )
     return summary
 

@@ -152,6 +152,8 @@ def test_batch_hands_every_option_to_run_job(tmp_path, fake_job):
         "gpu",
         "--profile",
         "smollm2-cpu",
+        "--length-predictor",
+        str(PRESETS),  # any existing file: the fake job does not read it
         "--model",
         "m.gguf",
         "--slots",
@@ -180,6 +182,7 @@ def test_batch_hands_every_option_to_run_job(tmp_path, fake_job):
         "slo_config": PRESETS,
         "slo_scale": "gpu",
         "profile": "smollm2-cpu",
+        "length_predictor": PRESETS,
         "model": Path("m.gguf"),
         "slots": 3,
         "resume": True,
