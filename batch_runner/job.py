@@ -297,18 +297,11 @@ def _predicted_metrics(order: np.ndarray, problem, model: EngineModel) -> dict[s
     From the reference simulator (exact for the model, NumPy, no compilation; about 0.2 ms
     per row on one core).
     """
-    from sajax.metrics import attainment, goodput, slo_metrics
+    from sajax.metrics import attainment, goodput, problem_metrics
     from sajax.refsim import reference_simulate
 
     ref = reference_simulate(order, problem.input_len, problem.output_len, model)
-    m = slo_metrics(
-        ref.first_token_ms,
-        ref.finish_ms,
-        problem.output_len,
-        problem.slo_e2e_ms,
-        problem.slo_ttft_ms,
-        problem.slo_tpot_ms,
-    )
+    m = problem_metrics(ref.first_token_ms, ref.finish_ms, problem)
     e2e = np.asarray(ref.finish_ms, np.float64)
     live = np.isfinite(e2e)
     return {

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sajax.engine_model import EngineModel
-from sajax.metrics import attainment, slo_metrics
+from sajax.metrics import attainment, problem_metrics
 from sajax.planner import Plan, PlanConfig, plan
 from sajax.problem import Problem
 
@@ -169,14 +169,7 @@ def per_task_attainment(table: pa.Table, problem: Problem, first_ms, finish_ms) 
         else ["default"] * table.num_rows
     )
     tasks = np.asarray(tasks, dtype=object)
-    m = slo_metrics(
-        first_ms,
-        finish_ms,
-        problem.output_len,
-        problem.slo_e2e_ms,
-        problem.slo_ttft_ms,
-        problem.slo_tpot_ms,
-    )
+    m = problem_metrics(first_ms, finish_ms, problem)
     out = {}
     for task in sorted(set(tasks.tolist())):
         sel = tasks == task

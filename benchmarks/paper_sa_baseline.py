@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sajax.metrics import goodput, slo_metrics
+from sajax.metrics import goodput, problem_metrics
 
 Evaluate = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
@@ -40,14 +40,7 @@ class PaperSAResult(NamedTuple):
 
 def g_energy(first_ms, finish_ms, problem) -> float:
     """-G of one simulated order (NumPy)."""
-    m = slo_metrics(
-        first_ms,
-        finish_ms,
-        problem.output_len,
-        problem.slo_e2e_ms,
-        problem.slo_ttft_ms,
-        problem.slo_tpot_ms,
-    )
+    m = problem_metrics(first_ms, finish_ms, problem)
     return -float(goodput(m.met, m.has_slo, m.e2e_ms, problem.weight))
 
 

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sajax.engine_model import EngineModel
-from sajax.metrics import goodput, slo_metrics
+from sajax.metrics import goodput, problem_metrics
 from sajax.objectives.slo import objective_params
 from sajax.problem import Problem
 
@@ -227,12 +227,12 @@ def _met(order, cp, model, energy):
     from sajax.planner import predict
 
     first, finish = predict(order, cp, model, energy)
-    m = slo_metrics(first, finish, cp.output_len, cp.slo_e2e_ms, cp.slo_ttft_ms, cp.slo_tpot_ms)
+    m = problem_metrics(first, finish, cp)
     return np.asarray(m.met)
 
 
 def _g(first, finish, cp) -> float:
-    m = slo_metrics(first, finish, cp.output_len, cp.slo_e2e_ms, cp.slo_ttft_ms, cp.slo_tpot_ms)
+    m = problem_metrics(first, finish, cp)
     return float(goodput(m.met, m.has_slo, m.e2e_ms, cp.weight, cp.mask))
 
 

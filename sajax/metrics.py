@@ -57,6 +57,19 @@ def slo_metrics(
     return SloMetrics(ttft_ms=first, tpot_ms=tpot, e2e_ms=finish, met=met, has_slo=has_slo)
 
 
+def problem_metrics(first_token_ms, finish_ms, problem, xp=np) -> SloMetrics:
+    """``slo_metrics`` of timings against a ``sajax.Problem``'s output lengths and SLOs."""
+    return slo_metrics(
+        first_token_ms,
+        finish_ms,
+        problem.output_len,
+        problem.slo_e2e_ms,
+        problem.slo_ttft_ms,
+        problem.slo_tpot_ms,
+        xp=xp,
+    )
+
+
 def attainment(met, has_slo, weight=None, mask=None, xp=np):
     """Weighted share of rows with an SLO that met it; 1.0 when no row has an SLO."""
     w = _weights(met, weight, mask, xp) * xp.asarray(has_slo, dtype=xp.float32)

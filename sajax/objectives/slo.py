@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from sajax.metrics import attainment, goodput, slo_metrics
+from sajax.metrics import attainment, goodput, problem_metrics
 
 
 class ObjectiveParams(NamedTuple):
@@ -75,15 +75,7 @@ def _soft_le(x, slo, tau, xp):
 
 def soft_met(first_ms, finish_ms, problem, tau, xp=jnp):
     """(N,) float32 in [0, 1]: surrogate (tau > 0) or exact (tau == 0) of every SLO holding."""
-    m = slo_metrics(
-        first_ms,
-        finish_ms,
-        problem.output_len,
-        problem.slo_e2e_ms,
-        problem.slo_ttft_ms,
-        problem.slo_tpot_ms,
-        xp=xp,
-    )
+    m = problem_metrics(first_ms, finish_ms, problem, xp=xp)
     tau = xp.asarray(tau, dtype=xp.float32)
     met = (
         _soft_le(m.e2e_ms, xp.asarray(problem.slo_e2e_ms, xp.float32), tau, xp)
@@ -130,15 +122,7 @@ def attainment_energy(first_ms, finish_ms, problem, params: ObjectiveParams, xp=
 def tardiness_energy(first_ms, finish_ms, problem, params: ObjectiveParams, xp=jnp):
     """Weighted mean tardiness in ms over all given SLOs (0 when every SLO holds)."""
     del params
-    m = slo_metrics(
-        first_ms,
-        finish_ms,
-        problem.output_len,
-        problem.slo_e2e_ms,
-        problem.slo_ttft_ms,
-        problem.slo_tpot_ms,
-        xp=xp,
-    )
+    m = problem_metrics(first_ms, finish_ms, problem, xp=xp)
 
     def late(x, slo):
         slo = xp.asarray(slo, xp.float32)
