@@ -1,31 +1,35 @@
 """sajax vs the plain NumPy/Python SA baseline: moves per second and time to a target energy.
 
 Every solver anneals the same random weighted-tardiness instance (OR-Library generator,
-TF = RDD = 0.6) with the same Metropolis rule, geometric cooling and automatic temperature range.
-Measured in the same process, one after the other, so the ratios are comparable on a shared
-machine even when the absolute numbers are not. Solvers:
+TF = RDD = 0.6) with the same moves, the same Metropolis rule, geometric cooling and the same
+automatic temperature range. Measured in one process, one after the other, so the ratios are
+comparable on a shared machine even when the absolute numbers are not. Solvers:
 
 - ``baseline``: ``baseline_sa.py``, one chain, full O(n) NumPy recompute per move (the paper's
   scheduler); the reference of every ratio.
 - ``baseline-delta``: the same, with the energy change computed over the moved segment only
   (NumPy, O(hi - lo)); a stronger baseline, reported as a second ratio.
-- ``sajax-full``: ``sajax.anneal`` with the plain energy: the same full-range moves and the
-  same full O(n) recompute per move as the baseline (like for like).
-- ``sajax-window-L``: ``sajax.anneal`` with the incremental weighted tardiness
-  (``sajax.incremental``): moves within a window of L consecutive positions, O(L) delta per
-  move; with L >= n the moves are the full-range ones.
+- ``sajax-full``: ``sajax.anneal`` with the plain energy: the same full O(n) recompute per move
+  as the baseline (like for like), many chains.
+- ``sajax-delta``: ``sajax.anneal`` with the incremental weighted tardiness
+  (``sajax.incremental``): the same full-range moves scored by exact deltas from a cache, K
+  proposals per step of which the first that passes is taken (exact sequential Metropolis).
 
 Measures:
-- moves/s: proposals evaluated per second (sajax: chains x steps x proposals of a run after
-  compilation, warm-up included; baselines: one chain), also per CPU-second of this process.
-- time to target: every solver runs for the same wall-clock budget with a time-driven
-  geometric schedule (sajax compiled beforehand by a short call with the same shapes); the
-  targets are 0.5%, 0.1% and 0% above the best energy any solver found (0%: the time to the
-  final best); the time is when each first reached it (sajax's history is per chunk, so its
-  times are rounded up to a chunk). Every best order is re-scored in float64 NumPy.
+- moves/s: moves scored per second (chains x steps x proposals of a run after compilation,
+  warm-up included; baselines: one chain), also per CPU-second of this process; for
+  ``sajax-delta`` also the sequential Metropolis steps per second it stood for (the taken
+  proposal's index + 1, or K when none passed; ``AnnealResult.proposed``).
+- time to target: a run's time to a target is when its best-so-far first reached it (from the
+  start of the call, warm-up included; sajax compiled beforehand; sajax per chunk, rounded up).
+  An annealer's time to a target depends on its schedule length (a long schedule cools late),
+  so every solver runs a ladder of schedule lengths (in steps) and its time to the target is
+  the best over the ladder; the ladder stops once two lengths in a row reached +0.5%. Repeated
+  for ``--seeds`` solver seeds (the instance is fixed); the median over seeds is reported.
+  Targets: 0.5% and 0.1% above the best energy any run found.
 
     .venv/bin/python benchmarks/anneal_speed.py                # n = 40 and n = 1000
-    .venv/bin/python benchmarks/anneal_speed.py --sizes 40 --budget 5
+    .venv/bin/python benchmarks/anneal_speed.py --sizes 1000 --seeds 5
 """
 
 from __future__ import annotations
@@ -51,27 +55,51 @@ from sajax.objectives.weighted_tardiness import weighted_tardiness_numpy  # noqa
 
 class Solver(NamedTuple):
     name: str
+    ladder: tuple[int, ...]  # schedule lengths (steps) for the time to target
     chains: int = 1
     proposals: int = 1
-    chunk: int = 500
-    window: int | None = None  # None: full recompute (sajax-full); else the incremental path
+    chunk: int = 250
+    kind: str = "sajax"  # "sajax", "baseline"
+    incremental: bool = False  # sajax: the move-delta path; baseline: the segment delta
 
 
-# Per size: the wall-clock budget of the time-to-target runs (s), baseline steps for the rate,
-# and the sajax solvers.
 CONFIG = {
-    40: (10.0, 100_000, [Solver("sajax-full", 64), Solver("sajax-window-40", 64, window=40)]),
-    1000: (
-        40.0,
-        5_000,
-        [
-            Solver("sajax-full", 32, 4, 100),
-            Solver("sajax-window-256", 16, window=256),
-            Solver("sajax-window-32", 64, window=32),
-        ],
-    ),
+    40: [
+        Solver("baseline", (2_000, 5_000, 10_000, 20_000, 50_000), kind="baseline"),
+        Solver(
+            "baseline-delta",
+            (2_000, 5_000, 10_000, 20_000, 50_000),
+            kind="baseline",
+            incremental=True,
+        ),
+        Solver("sajax-full", (100, 200, 500, 1_000, 2_000), chains=64, chunk=100),
+        Solver(
+            "sajax-delta",
+            (100, 200, 500, 1_000, 2_000),
+            chains=8,
+            proposals=8,
+            chunk=100,
+            incremental=True,
+        ),
+    ],
+    1000: [
+        Solver("baseline", (50_000, 100_000, 200_000, 400_000, 800_000), kind="baseline"),
+        Solver(
+            "baseline-delta",
+            (50_000, 100_000, 200_000, 400_000, 800_000),
+            kind="baseline",
+            incremental=True,
+        ),
+        Solver("sajax-full", (5_000, 10_000, 20_000), chains=32, proposals=4),
+        Solver(
+            "sajax-delta",
+            (5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 60_000),
+            proposals=32,
+            incremental=True,
+        ),
+    ],
 }
-TARGETS = (0.005, 0.001, 0.0)
+TARGETS = (0.005, 0.001)
 
 
 def random_instance(n: int, seed: int, tf: float = 0.6, rdd: float = 0.6):
@@ -93,142 +121,171 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def sajax_problem(solver: Solver, p, w, d):
-    if solver.window is None:
-        return sajax.objectives.weighted_tardiness(p, w, d)
-    return sajax.objectives.weighted_tardiness(p, w, d, incremental=True, window=solver.window)
+def run(solver: Solver, p, w, d, steps: int, seed: int) -> dict:
+    """One annealing run: its best, its (time, best-so-far) trace and its move counts."""
+    n = len(p)
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    if solver.kind == "baseline":
+        perm, best, trace = baseline_sa(
+            p, w, d, steps=steps, seed=seed, record_every=200, delta=solver.incremental
+        )
+        assert weighted_tardiness_numpy(perm, p, w, d) == best
+        out = dict(
+            best=best,
+            times=np.array([x[0] for x in trace]),
+            energies=np.array([x[2] for x in trace]),
+            evaluated=steps,
+            sequential=steps,
+        )
+    else:
+        energy_fn, data = sajax.objectives.weighted_tardiness(
+            p, w, d, incremental=solver.incremental
+        )
+        result = sajax.anneal(
+            energy_fn,
+            jax.random.key(seed),
+            n,
+            data=data,
+            steps=steps,
+            chains=solver.chains,
+            proposals=solver.proposals,
+            chunk_size=solver.chunk,
+        )
+        best = weighted_tardiness_numpy(result.best_perm, p, w, d)
+        assert np.array_equal(np.sort(result.best_perm), np.arange(n)), "not a permutation"
+        assert abs(best - float(result.best_energy)) <= 1e-6 * max(best, 1.0), "cached != exact"
+        out = dict(
+            best=best,
+            times=np.asarray(result.history.elapsed_s),
+            energies=np.asarray(result.history.best_energy, np.float64),
+            evaluated=result.evaluated * solver.chains,
+            sequential=int(result.proposed.sum()),
+        )
+    out.update(wall=time.perf_counter() - t0, cpu=cpu_seconds() - c0, steps=steps)
+    return out
 
 
-def sajax_rate(solver: Solver, n: int, p, w, d, seconds: float = 3.0) -> tuple[float, float]:
-    """(moves per wall second, moves per CPU second) of one ``sajax.anneal`` call."""
-    energy_fn, data = sajax_problem(solver, p, w, d)
-    opts = dict(data=data, chains=solver.chains, proposals=solver.proposals)
-    opts["chunk_size"] = solver.chunk
-    per_step = solver.chains * solver.proposals
-    t = time.perf_counter()
-    sajax.anneal(energy_fn, jax.random.key(0), n, steps=solver.chunk, **opts)  # compile
-    t = time.perf_counter()
-    sajax.anneal(energy_fn, jax.random.key(0), n, steps=4 * solver.chunk, **opts)
-    rough = 4 * solver.chunk * per_step / (time.perf_counter() - t)
-    steps = max(solver.chunk, int(seconds * rough / per_step) // solver.chunk * solver.chunk)
-    t, c = time.perf_counter(), cpu_seconds()
-    sajax.anneal(energy_fn, jax.random.key(1), n, steps=steps, **opts)
-    moves = steps * per_step
-    return moves / (time.perf_counter() - t), moves / (cpu_seconds() - c)
+def compile_once(solver: Solver, p, w, d) -> None:
+    if solver.kind == "sajax":
+        run(solver, p, w, d, 2 * solver.chunk, 0)
 
 
-def sajax_run(solver: Solver, n: int, p, w, d, budget: float, seed: int) -> dict:
-    energy_fn, data = sajax_problem(solver, p, w, d)
-    opts = dict(data=data, chains=solver.chains, proposals=solver.proposals)
-    opts["chunk_size"] = solver.chunk
-    sajax.anneal(energy_fn, jax.random.key(0), n, steps=solver.chunk, **opts)  # compile
-    cpu0 = cpu_seconds()
-    result = sajax.anneal(
-        energy_fn, jax.random.key(seed), n, steps=10**9, time_budget_s=budget, **opts
-    )
-    best = weighted_tardiness_numpy(result.best_perm, p, w, d)
-    assert np.array_equal(np.sort(result.best_perm), np.arange(n)), "not a permutation"
-    assert abs(best - float(result.best_energy)) <= 1e-6 * max(best, 1.0), "cached != exact"
+def rate(solver: Solver, p, w, d, seconds: float) -> dict:
+    """Moves per wall / CPU second of one run of about ``seconds`` (after compilation)."""
+    probe = run(solver, p, w, d, solver.ladder[0], 0)
+    steps = max(solver.ladder[0], int(solver.ladder[0] * seconds / max(probe["wall"], 1e-3)))
+    if solver.kind == "sajax":
+        steps = max(solver.chunk, steps // solver.chunk * solver.chunk)
+    r = run(solver, p, w, d, steps, 1)
     return dict(
-        best=best,
-        times=np.asarray(result.history.elapsed_s),
-        energies=np.asarray(result.history.best_energy, np.float64),
-        cpu_share=(cpu_seconds() - cpu0) / result.elapsed_s,
+        rate=r["evaluated"] / r["wall"],
+        cpu_rate=r["evaluated"] / r["cpu"],
+        seq_rate=r["sequential"] / r["wall"],
+        cpu_share=r["cpu"] / r["wall"],
     )
 
 
-def baseline_rate(n: int, p, w, d, steps: int, seed: int, delta: bool) -> tuple[float, float]:
-    t, c = time.perf_counter(), cpu_seconds()
-    baseline_sa(p, w, d, steps=steps, seed=seed, delta=delta)
-    return steps / (time.perf_counter() - t), steps / (cpu_seconds() - c)
+def ladder_runs(solver: Solver, p, w, d, seed: int, reference: float | None) -> list[dict]:
+    """The runs of the ladder; stops after two lengths in a row reached +0.5% of
+    ``reference`` (None: run the whole ladder)."""
+    runs, streak = [], 0
+    for steps in solver.ladder:
+        r = run(solver, p, w, d, steps, seed)
+        runs.append(r)
+        hit = reference is not None and r["best"] <= (1 + TARGETS[0]) * reference
+        streak = streak + 1 if hit else 0
+        if streak == 2:
+            break
+    return runs
 
 
-def baseline_run(n: int, p, w, d, budget: float, seed: int, delta: bool) -> dict:
-    cpu0 = cpu_seconds()
-    perm, best, trace = baseline_sa(
-        p, w, d, steps=10**9, seed=seed, time_budget_s=budget, record_every=200, delta=delta
-    )
-    assert weighted_tardiness_numpy(perm, p, w, d) == best
-    return dict(
-        best=best,
-        times=np.array([x[0] for x in trace]),
-        energies=np.array([x[2] for x in trace]),
-        cpu_share=(cpu_seconds() - cpu0) / budget,
-    )
-
-
-def measure(n: int, seed: int, budget: float | None) -> list[dict]:
-    default_budget, base_steps, solvers = CONFIG[n]
-    budget = budget or default_budget
-    p, w, d = random_instance(n, seed)
+def measure(n: int, seed: int, seeds: int, seconds: float) -> tuple[list[dict], float]:
+    p, w, d = (np.asarray(x) for x in random_instance(n, seed))
     rows = []
-    for name, delta in (("baseline", False), ("baseline-delta", True)):
-        steps = base_steps * (4 if delta else 1)
-        rate, cpu_rate = baseline_rate(n, p, w, d, steps, seed, delta)
-        rows.append(dict(name=name, rate=rate, cpu_rate=cpu_rate, config="1 chain"))
-        rows[-1].update(baseline_run(n, p, w, d, budget, seed, delta))
-    for solver in solvers:
-        rate, cpu_rate = sajax_rate(solver, n, p, w, d)
-        config = f"{solver.chains} chains x {solver.proposals}"
-        rows.append(dict(name=solver.name, rate=rate, cpu_rate=cpu_rate, config=config))
-        rows[-1].update(sajax_run(solver, n, p, w, d, budget, seed))
-    best = min(r["best"] for r in rows)
-    for r in rows:
-        r["budget"] = budget
-        r["hit"] = [first_time_at(r["times"], r["energies"], (1 + t) * best) for t in TARGETS]
-    return rows
+    for solver in CONFIG[n]:
+        compile_once(solver, p, w, d)
+        rows.append(dict(solver=solver, **rate(solver, p, w, d, seconds)))
+    # A reference for the ladders' stopping rule: the best of one long baseline-delta run.
+    reference = min(run(CONFIG[n][1], p, w, d, CONFIG[n][1].ladder[-1], 99)["best"], np.inf)
+    for row in rows:
+        row["runs"] = [
+            ladder_runs(row["solver"], p, w, d, 1000 + s, reference) for s in range(seeds)
+        ]
+    best = min(
+        reference, *(r["best"] for row in rows for per_seed in row["runs"] for r in per_seed)
+    )
+    for row in rows:
+        row["time_to"] = []
+        for target in TARGETS:
+            per_seed = []
+            for runs in row["runs"]:
+                hits = [first_time_at(r["times"], r["energies"], (1 + target) * best) for r in runs]
+                hits = [h for h in hits if h is not None]
+                per_seed.append(min(hits) if hits else None)
+            row["time_to"].append(per_seed)
+        row["best"] = min(r["best"] for runs in row["runs"] for r in runs)
+    return rows, best
 
 
-def ratio(x: float | None, reference: float | None, budget: float) -> str:
-    """reference / x for times, with bounds when one never reached the target."""
-    if x is None and reference is None:
-        return "neither"
-    if x is None:
-        return f"< {reference / budget:.2g}x"
-    if reference is None:
-        return f"> {budget / x:.3g}x"
-    return f"{reference / x:.3g}x"
+def median_time(per_seed: list) -> float | None:
+    """Median over seeds; a seed that never reached the target counts as infinitely slow."""
+    values = sorted(np.inf if t is None else t for t in per_seed)
+    m = float(np.median(values))
+    return None if not np.isfinite(m) else m
 
 
-def report(n: int, rows: list[dict]) -> str:
+def report(n: int, rows: list[dict], best: float, seeds: int) -> str:
     base, strong = rows[0], rows[1]
     lines = [
-        f"n = {n}, budget {rows[0]['budget']:.0f} s per solver, best of all "
-        f"{min(r['best'] for r in rows):.0f}",
+        f"n = {n}, best energy of all runs {best:.0f}, {seeds} seeds per solver",
         "",
-        "| solver | config | moves/s | ratio | per CPU-s | ratio | best | cpu share | "
-        + " | ".join(f"t to +{100 * t:g}% (ratio vs baseline / baseline-delta)" for t in TARGETS)
-        + " |",
-        "|" + "---|" * (8 + len(TARGETS)),
+        "| solver | config | moves/s | ratio | per CPU-s | ratio | sequential steps/s | ratio | "
+        "cpu share | best | "
+        + " | ".join(f"t to +{100 * t:g}% (median; vs baseline / baseline-delta)" for t in TARGETS)
+        + " | ladder lengths run |",
+        "|" + "---|" * (11 + len(TARGETS)),
     ]
-    for r in rows:
-        hits = []
+    for row in rows:
+        s = row["solver"]
+        config = "1 chain" if s.kind == "baseline" else f"{s.chains} chains x {s.proposals}"
+        cells = []
         for k in range(len(TARGETS)):
-            t = r["hit"][k]
-            shown = "never" if t is None else f"{t:.2f} s"
-            vs = [ratio(t, ref["hit"][k], r["budget"]) for ref in (base, strong)]
-            hits.append(f"{shown} ({vs[0]} / {vs[1]})")
+            t = median_time(row["time_to"][k])
+            shown = "never" if t is None else f"{t:.3f} s"
+            vs = []
+            for ref in (base, strong):
+                r = median_time(ref["time_to"][k])
+                vs.append("-" if t is None or r is None else f"{r / t:.3g}x")
+            cells.append(f"{shown} ({vs[0]} / {vs[1]})")
+        lengths = ", ".join("/".join(f"{r['steps']:,}" for r in runs[-1:]) for runs in row["runs"])
         lines.append(
-            f"| {r['name']} | {r['config']} | {r['rate']:,.0f} | "
-            f"{r['rate'] / base['rate']:.1f}x | {r['cpu_rate']:,.0f} | "
-            f"{r['cpu_rate'] / base['cpu_rate']:.1f}x | {r['best']:.0f} | "
-            f"{r['cpu_share']:.2f} | " + " | ".join(hits) + " |"
+            f"| {s.name} | {config} | {row['rate']:,.0f} | {row['rate'] / base['rate']:.1f}x | "
+            f"{row['cpu_rate']:,.0f} | {row['cpu_rate'] / base['cpu_rate']:.1f}x | "
+            f"{row['seq_rate']:,.0f} | {row['seq_rate'] / base['seq_rate']:.1f}x | "
+            f"{row['cpu_share']:.2f} | {row['best']:.0f} | "
+            + " | ".join(cells)
+            + f" | up to {lengths} |"
         )
+    lines.append("")
+    lines.append("Per-seed times to +0.5% (s; '-' never):")
+    for row in rows:
+        shown = ", ".join("-" if t is None else f"{t:.3f}" for t in row["time_to"][0])
+        lines.append(f"- {row['solver'].name}: {shown}")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[40, 1000], choices=sorted(CONFIG))
-    parser.add_argument(
-        "--budget", type=float, default=None, help="seconds per run (time to target)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the instance")
+    parser.add_argument("--seeds", type=int, default=3, help="solver seeds per ladder")
+    parser.add_argument("--rate-seconds", type=float, default=2.0)
     args = parser.parse_args()
     print(f"# {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, args {vars(args)}, load {os.getloadavg()}")
     for n in args.sizes:
-        print(report(n, measure(n, args.seed, args.budget)), flush=True)
+        rows, best = measure(n, args.seed, args.seeds, args.rate_seconds)
+        print(report(n, rows, best, args.seeds), flush=True)
         print()
 
 

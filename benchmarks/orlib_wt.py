@@ -5,10 +5,10 @@ in one vmapped program). Instances are read from the shared folder, never copied
 
     .venv/bin/python benchmarks/orlib_wt.py                 # wt40 and wt50
     .venv/bin/python benchmarks/orlib_wt.py --sizes 40 --chains 64 --steps 12000
-    .venv/bin/python benchmarks/orlib_wt.py --window 64    # the incremental (windowed) energy
+    .venv/bin/python benchmarks/orlib_wt.py --incremental --proposals 4   # move deltas
 
-``--window L`` anneals the incremental weighted tardiness (``sajax.incremental``, O(L) delta per
-move; with L >= n the moves are the same full-range ones); 0, the default, the full recompute.
+``--incremental`` anneals the incremental weighted tardiness (``sajax.incremental``: exact move
+deltas from a cache, ``--proposals`` per step); the default is the full recompute per move.
 """
 
 from __future__ import annotations
@@ -43,11 +43,10 @@ def load_optima(size: int, folder: Path = ORLIB) -> np.ndarray:
     return np.array((folder / f"wtopt{size}.txt").read_text().split(), dtype=np.int64)
 
 
-def solve_file(size: int, key: jax.Array, window: int = 0, **options) -> dict:
+def solve_file(size: int, key: jax.Array, incremental: bool = False, **options) -> dict:
     p, w, d = load_instances(size)
     optima = load_optima(size)[: len(p)]
-    incremental = dict(incremental=True, window=window) if window else {}
-    energy_fn, data = sajax.objectives.weighted_tardiness(p, w, d, **incremental)
+    energy_fn, data = sajax.objectives.weighted_tardiness(p, w, d, incremental=incremental)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     result = sajax.anneal_many(energy_fn, key, size, data, **options)
@@ -85,7 +84,7 @@ def main() -> None:
     parser.add_argument("--restart-patience", type=int, default=0, help="0: no restarts")
     parser.add_argument("--t-start", type=float, default=0.1)
     parser.add_argument("--t-end", type=float, default=0.003)
-    parser.add_argument("--window", type=int, default=0, help="0: full recompute")
+    parser.add_argument("--incremental", action="store_true", help="exact move deltas")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(
@@ -96,7 +95,7 @@ def main() -> None:
         stats = solve_file(
             size,
             jax.random.key(args.seed),
-            window=args.window,
+            incremental=args.incremental,
             chains=args.chains,
             steps=args.steps,
             chunk_size=args.chunk_size,

@@ -16,16 +16,6 @@ bucket keeps its padding rows at the tail.
     mix = move_mix(swap=0.3, insert=0.5, reverse=0.2)
     kind, i, j = draw_move(u, n_valid, mix.probs)   # u: (3,) uniforms in [0, 1)
     new_perm = apply_move(perm, kind, i, j)
-
-Windowed moves (``draw_window_move``) for a static window length ``L``: the pair is drawn
-uniformly among the pairs ``lo < hi`` with ``hi - lo < L`` (the gap ``g`` by inverse CDF of
-``P(g) ~ n_valid - g``, then ``lo`` uniform), in a random orientation, and the window is
-``start = min(lo, n_valid - L)``. Every move permutes only the segment ``[lo, hi]``, so a
-windowed move is ``apply_move`` on the slice ``perm[start:start + L]``: O(L) work instead of
-O(n). Every position is moved about equally often (a window start drawn uniformly would leave
-the first and last positions L times less often moved). The proposal is symmetric (the pair
-(i, j) and its inverse (j, i) are equally likely, as Metropolis needs); with ``n_valid <= L``
-the move distribution is exactly ``draw_move``'s.
 """
 
 from __future__ import annotations
@@ -70,35 +60,6 @@ def draw_move(
     offset = 1 + jnp.minimum((u[2] * span).astype(jnp.int32), span - 1)
     j = (i + offset) % jnp.maximum(n_valid, 1)
     return kind, i, j
-
-
-def draw_window_move(
-    u: jax.Array, n_valid: jax.Array, probs: jax.Array, window: int
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Map four uniforms to ``(kind, start, i, j)``, with i, j relative to the window ``start``.
-
-    ``0 <= start <= max(n_valid - window, 0)``, ``0 <= i, j < min(window, n_valid)``, ``i != j``:
-    the move is ``apply_move`` on ``perm[start:start + window]`` (see module doc). With
-    ``n_valid <= window`` this is ``draw_move(u[[0, 2, 3]])`` with ``start = 0``.
-    """
-    n_valid = jnp.asarray(n_valid, jnp.int32)
-    kind, i_all, j_all = draw_move(jnp.stack([u[0], u[2], u[3]]), n_valid, probs)
-    # Otherwise: a pair uniform among those with 0 < hi - lo < window, then an orientation.
-    nf = n_valid.astype(jnp.float32)
-    longest = window - 1
-    total = longest * nf - longest * (longest + 1) / 2  # pairs with gap <= longest
-    # Inverse CDF of P(gap = g) ~ (n_valid - g): F(g) = g n - g (g + 1) / 2.
-    b = nf - 0.5
-    root = b - jnp.sqrt(jnp.maximum(b * b - 2.0 * u[1] * total, 0.0))
-    gap = jnp.clip(jnp.floor(root).astype(jnp.int32) + 1, 1, longest)
-    lo = jnp.minimum((u[2] * (n_valid - gap)).astype(jnp.int32), n_valid - gap - 1)
-    start = jnp.clip(lo, 0, jnp.maximum(n_valid - window, 0))
-    forward = u[3] < 0.5
-    i_short = jnp.where(forward, lo, lo + gap) - start
-    j_short = jnp.where(forward, lo + gap, lo) - start
-    small = n_valid <= window
-    start = jnp.where(small, 0, start)
-    return kind, start, jnp.where(small, i_all, i_short), jnp.where(small, j_all, j_short)
 
 
 def source_index(kind: jax.Array, i: jax.Array, j: jax.Array, n: int) -> jax.Array:

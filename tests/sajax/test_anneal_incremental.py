@@ -1,5 +1,5 @@
-"""The windowed incremental path: exact deltas, cached energy = recomputed energy, moves stay
-in their window, determinism and one compilation per shape."""
+"""The incremental (move-delta) path: exact deltas for every move, K proposals equal K
+sequential steps, cached energy = recomputed energy, determinism, one compilation per shape."""
 
 from functools import partial
 
@@ -9,21 +9,16 @@ import numpy as np
 import pytest
 
 import sajax
-from sajax.incremental import (
-    UNIFORMS,
-    IncrementalEnergy,
-    init_window_cache,
-    window_step_from_uniforms,
-)
-from sajax.kernel import init
-from sajax.moves import apply_move, draw_move, draw_window_move, move_mix
+from sajax.incremental import IncrementalEnergy, delta_step_from_uniforms
+from sajax.kernel import init, step_from_uniforms
+from sajax.moves import INSERT, REVERSE, SWAP, apply_move, move_mix
 from sajax.objectives.weighted_tardiness import (
     WEIGHTED_TARDINESS,
     weighted_tardiness,
     weighted_tardiness_numpy,
 )
 
-N, WINDOW = 50, 8
+N = 50
 PROBS = move_mix().probs
 
 
@@ -31,7 +26,7 @@ def instance(n=N, seed=0):
     rng = np.random.default_rng(seed)
     p, w = rng.integers(1, 20, n), rng.integers(1, 5, n)
     d = rng.integers(0, 10 * n, n)
-    inc, data = weighted_tardiness(p, w, d, incremental=True, window=WINDOW)
+    inc, data = weighted_tardiness(p, w, d, incremental=True)
     return inc, data, (p, w, d)
 
 
@@ -40,115 +35,98 @@ INC, DATA, PWD = instance()
 
 def test_is_an_energy_function_and_hashable():
     perm = jnp.asarray(np.random.default_rng(1).permutation(N), jnp.int32)
-    assert isinstance(INC, IncrementalEnergy) and INC.window == WINDOW
+    assert isinstance(INC, IncrementalEnergy) and INC is WEIGHTED_TARDINESS
     assert float(INC(perm, DATA)) == weighted_tardiness_numpy(perm, *PWD)
-    assert hash(INC) == hash(WEIGHTED_TARDINESS._replace(window=WINDOW))
+    assert hash(INC) == hash(WEIGHTED_TARDINESS)
 
 
-def test_window_delta_equals_full_difference():
-    """Sums stay far below 2**24, so float32 deltas must be exact against float64 NumPy."""
-    rng = np.random.default_rng(2)
-    delta_fn = jax.jit(INC.window_delta)
-    for _ in range(60):
+@pytest.mark.parametrize("kind", [SWAP, INSERT, REVERSE])
+def test_move_delta_equals_full_difference(kind):
+    """Every pair (i, j), ends and neighbours included. Sums stay far below 2**24, so float32
+    deltas must be exact against float64 NumPy."""
+    rng = np.random.default_rng(2 + kind)
+    delta_fn = jax.jit(jax.vmap(INC.move_delta, in_axes=(None, None, 0, 0, None)))
+    i, j = np.nonzero(~np.eye(N, dtype=bool))
+    for _ in range(3):
         perm = rng.permutation(N).astype(np.int32)
         cache = INC.init_cache(jnp.asarray(perm), DATA)
-        start = int(rng.integers(0, N - WINDOW + 1))
-        kind = int(rng.integers(0, 3))
-        i, j = rng.choice(WINDOW, 2, replace=False)
-        old = perm[start : start + WINDOW]
-        new = np.asarray(apply_move(jnp.asarray(old), kind, i, j))
-        moved = perm.copy()
-        moved[start : start + WINDOW] = new
-        delta, rows = delta_fn(cache, start, jnp.asarray(old), jnp.asarray(new), DATA)
-        expected = weighted_tardiness_numpy(moved, *PWD) - weighted_tardiness_numpy(perm, *PWD)
-        assert float(delta) == expected
-        full = INC.init_cache(jnp.asarray(moved), DATA)
-        for leaf, new_rows in zip(full, rows, strict=True):
-            np.testing.assert_array_equal(leaf[start : start + WINDOW], new_rows)
+        got = np.asarray(delta_fn(cache, kind, jnp.asarray(i), jnp.asarray(j), DATA))
+        moved = jax.vmap(apply_move, in_axes=(None, None, 0, 0))(jnp.asarray(perm), kind, i, j)
+        base = weighted_tardiness_numpy(perm, *PWD)
+        expected = [weighted_tardiness_numpy(q, *PWD) - base for q in np.asarray(moved)]
+        np.testing.assert_array_equal(got, expected)
 
 
-def test_draw_window_move_ranges_and_small_n_equals_draw_move():
-    u = jax.random.uniform(jax.random.key(0), (20_000, 4))
-    kind, start, i, j = map(
-        np.asarray, jax.vmap(draw_window_move, in_axes=(0, None, None, None))(u, 30, PROBS, 8)
-    )
-    assert start.min() == 0 and start.max() == 30 - 8
-    assert i.min() == 0 and i.max() == 7 and j.min() == 0 and j.max() == 7 and np.all(i != j)
-    # Symmetric proposal: (i, j) and (j, i) equally likely (Metropolis needs it for insert).
-    counts = np.zeros((8, 8))
-    np.add.at(counts, (i, j), 1)
-    np.testing.assert_allclose(counts, counts.T, atol=5 * np.sqrt(counts.max()))
-    # Every pair with 0 < hi - lo < window about equally likely: each position moves about
-    # equally often, ends included.
-    lo, hi = np.minimum(i, j) + start, np.maximum(i, j) + start
-    pairs = np.zeros((30, 30))
-    np.add.at(pairs, (lo, hi), 1)
-    allowed = np.triu(np.ones((30, 30)), 1) * np.tril(np.ones((30, 30)), 7)
-    assert np.all(pairs[allowed == 0] == 0)
-    mean = len(u) / allowed.sum()
-    assert np.all(np.abs(pairs[allowed == 1] - mean) < 5 * np.sqrt(mean))
-    # n_valid <= window: start 0 and exactly draw_move's (kind, i, j).
-    kind, start, i, j = jax.vmap(draw_window_move, in_axes=(0, None, None, None))(u, 6, PROBS, 8)
-    ref = jax.vmap(draw_move, in_axes=(0, None, None))(u[:, jnp.array([0, 2, 3])], 6, PROBS)
-    assert np.all(np.asarray(start) == 0)
-    for a, b in zip((kind, i, j), ref, strict=True):
-        np.testing.assert_array_equal(a, b)
+STEP = jax.jit(partial(delta_step_from_uniforms, inc=INC, probs=PROBS))
 
 
-@partial(jax.jit, static_argnames=("inc", "steps"))
-def run_chain(key, perm, temperature, data, inc, steps, n_valid):
+def test_k_proposals_equal_sequential_plain_steps_until_first_acceptance():
+    """One K-proposal delta step = the plain single-proposal steps with the same uniforms,
+    stopped at the first accept; ``sequential`` counts them."""
+    plain = jax.jit(partial(step_from_uniforms, energy_fn=INC.energy, probs=PROBS))
+    for seed in range(20):
+        perm = jnp.asarray(np.random.default_rng(seed).permutation(N), jnp.int32)
+        state = init(perm, INC.energy, DATA)
+        u = jax.random.uniform(jax.random.key(seed), (6, 4))
+        temperature = 3.0 if seed % 2 else 300.0
+        new, cache, info = STEP(u, state, INC.init_cache(perm, DATA), temperature, DATA)
+        seq, steps = state, 0
+        for k in range(6):
+            seq, seq_info = plain(u[k], seq, temperature, DATA)
+            steps += 1
+            if seq_info.accepted:
+                break
+        assert np.array_equal(new.perm, seq.perm) and new.energy == seq.energy
+        assert bool(info.accepted) == bool(seq_info.accepted)
+        assert int(info.sequential) == steps
+        fresh = INC.init_cache(new.perm, DATA)
+        for leaf, cached in zip(fresh, cache, strict=True):
+            np.testing.assert_array_equal(leaf, cached)  # the cache follows the permutation
+
+
+@partial(jax.jit, static_argnames=("steps", "k"))
+def run_chain(key, perm, temperature, steps, k, n_valid):
     def body(carry, u):
         state, cache = carry
-        new, cache, info = window_step_from_uniforms(
-            u, state, cache, temperature, data, inc=inc, probs=PROBS, n_valid=n_valid
+        new, cache, info = delta_step_from_uniforms(
+            u, state, cache, temperature, DATA, inc=INC, probs=PROBS, n_valid=n_valid
         )
         return (new, cache), (state, new, cache, info)
 
-    state = init(perm, inc, data)
-    u = jax.random.uniform(key, (steps, UNIFORMS))
-    return jax.lax.scan(body, (state, init_window_cache(inc, perm, data)), u)[1]
+    state = init(perm, INC, DATA)
+    u = jax.random.uniform(key, (steps, k, 4))
+    return jax.lax.scan(body, (state, INC.init_cache(perm, DATA)), u)[1]
 
 
 @pytest.mark.parametrize("temperature", [0.0, 20.0, jnp.inf])
-@pytest.mark.parametrize("window", [WINDOW, 64])  # 64 >= N: the plain full-recompute step
-def test_invariants_along_a_chain(temperature, window):
-    inc = INC._replace(window=window)
+def test_invariants_along_a_chain(temperature):
     perm = jnp.asarray(np.random.default_rng(3).permutation(N), jnp.int32)
-    before, states, caches, info = run_chain(
-        jax.random.key(4), perm, temperature, DATA, inc, 1000, N
-    )
+    before, states, caches, info = run_chain(jax.random.key(4), perm, temperature, 400, 4, N)
     perms = np.asarray(states.perm)
     assert np.all(np.sort(perms, axis=1) == np.arange(N)), "a permutation stays a permutation"
     exact = np.array([weighted_tardiness_numpy(q, *PWD) for q in perms])
     np.testing.assert_array_equal(states.energy, exact)  # cached energy = recomputed energy
     best = np.array([weighted_tardiness_numpy(q, *PWD) for q in np.asarray(states.best_perm)])
     np.testing.assert_array_equal(states.best_energy, best)
-    if window < N:
-        recomputed = jax.vmap(inc.init_cache, in_axes=(0, None))(states.perm, DATA)
-        for leaf, cached in zip(recomputed, caches, strict=True):
-            np.testing.assert_array_equal(leaf, cached)  # the cache follows the permutation
-    else:
-        assert caches is None  # the window covers n: the plain step, no cache
+    recomputed = jax.vmap(INC.init_cache, in_axes=(0, None))(states.perm, DATA)
+    for leaf, cached in zip(recomputed, caches, strict=True):
+        np.testing.assert_array_equal(leaf, cached)
     assert np.all(np.diff(np.asarray(states.best_energy)) <= 0), "best never rises"
     assert np.all(np.asarray(states.best_energy) <= np.asarray(states.energy))
-    # Every step changes positions within one window of length min(window, N) only.
-    changed = np.asarray(before.perm) != perms
-    rows = np.nonzero(changed.any(axis=1))[0]
-    assert rows.size > 0
-    for r in rows:
-        pos = np.nonzero(changed[r])[0]
-        assert pos.max() - pos.min() < min(window, N)
     acc = np.asarray(info.accepted)
+    moved = np.any(np.asarray(before.perm) != perms, axis=1)
+    np.testing.assert_array_equal(acc, moved)
+    seq = np.asarray(info.sequential)
+    assert np.all((seq >= 1) & (seq <= 4)) and np.all(seq[~acc] == 4)
     if temperature == jnp.inf:
-        assert acc.all()
+        assert acc.all() and np.all(seq == 1)
     if temperature == 0.0:
         assert np.all(np.asarray(info.delta)[acc] <= 0)
 
 
 def test_padding_positions_never_move():
-    inc = INC._replace(window=4)
     perm = jnp.arange(N, dtype=jnp.int32)
-    _, states, _, _ = run_chain(jax.random.key(5), perm, jnp.inf, DATA, inc, 500, 10)
+    _, states, _, _ = run_chain(jax.random.key(5), perm, jnp.inf, 300, 2, 10)
     assert np.all(np.asarray(states.perm)[:, 10:] == np.arange(10, N))
 
 
@@ -163,7 +141,7 @@ def check_consistent(result, data_pwd=PWD):
     assert np.all(np.diff(result.history.best_energy) <= 0), "best never rises"
 
 
-OPTS = dict(chains=8, chunk_size=64)
+OPTS = dict(chains=8, chunk_size=64, proposals=4)
 
 
 def test_driver_is_consistent_deterministic_and_improves():
@@ -171,12 +149,23 @@ def test_driver_is_consistent_deterministic_and_improves():
     b = sajax.anneal(INC, jax.random.key(0), N, data=DATA, steps=640, **OPTS)
     c = sajax.anneal(INC, jax.random.key(1), N, data=DATA, steps=640, **OPTS)
     check_consistent(a)
-    for field in ("best_perm", "best_energy", "final_perm", "accepted"):
+    for field in ("best_perm", "best_energy", "final_perm", "accepted", "proposed"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     assert not np.array_equal(a.final_perm, c.final_perm)
     assert a.best_energy < a.history.best_energy[0] or a.best_energy == 0
+    assert a.evaluated == 640 * 4
+    assert np.all(a.proposed >= 640) and np.all(a.proposed <= a.evaluated)
+    assert np.all(a.accepted <= a.proposed)
     r = sajax.anneal(INC, jax.random.key(2), N, data=DATA, steps=300, restart_patience=1, **OPTS)
     check_consistent(r)
+
+
+def test_incremental_path_matches_the_plain_path_quality():
+    """Same moves, same rule: both reach the same neighbourhood of the optimum."""
+    opts = dict(chains=8, chunk_size=100, steps=2000)
+    plain = sajax.anneal(INC.energy, jax.random.key(3), N, data=DATA, **opts)
+    fast = sajax.anneal(INC, jax.random.key(3), N, data=DATA, proposals=1, **opts)
+    assert fast.best_energy <= 1.02 * plain.best_energy + 1
 
 
 def test_anneal_many_with_incremental_energy():
@@ -187,14 +176,14 @@ def test_anneal_many_with_incremental_energy():
         assert r.best_energy[b] == weighted_tardiness_numpy(r.best_perm[b], *pwd)
 
 
-def test_no_recompilation_and_proposals_are_refused():
+def test_no_recompilation():
     traces = []
 
     def counted(perm, data):
         traces.append(1)  # runs once per trace, never at execution
         return WEIGHTED_TARDINESS.energy(perm, data)
 
-    inc = WEIGHTED_TARDINESS._replace(energy=counted, window=WINDOW)
+    inc = WEIGHTED_TARDINESS._replace(energy=counted)
     _, other, _ = instance(seed=9)
     sajax.anneal(inc, jax.random.key(0), N, data=DATA, steps=100, **OPTS)
     first = len(traces)
@@ -212,4 +201,4 @@ def test_no_recompilation_and_proposals_are_refused():
     )
     assert len(traces) == first, "a second call with the same shapes must not retrace"
     with pytest.raises(ValueError, match="proposals"):
-        sajax.anneal(INC, jax.random.key(0), N, data=DATA, steps=10, proposals=2, **OPTS)
+        sajax.anneal(INC, jax.random.key(0), N, data=DATA, steps=10, chains=2, proposals=0)

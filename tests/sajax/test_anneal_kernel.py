@@ -100,11 +100,13 @@ def test_k_proposals_equal_sequential_steps_until_first_acceptance():
         state = init(perm, ENERGY, DATA)
         u = jax.random.uniform(jax.random.key(seed), (6, 4))
         batched, info = step1(u, state, 5.0, DATA)
-        seq = state
+        seq, steps = state, 0
         for k in range(6):
             seq, seq_info = step1(u[k], seq, 5.0, DATA)
+            steps += 1
             if seq_info.accepted:
                 break
         assert np.array_equal(batched.perm, seq.perm) and batched.energy == seq.energy
         assert bool(info.accepted) == bool(seq_info.accepted)
+        assert int(info.sequential) == steps and int(seq_info.sequential) == 1
         assert batched.best_energy <= seq.best_energy
