@@ -63,37 +63,48 @@ class Solver(NamedTuple):
     incremental: bool = False  # sajax: the move-delta path; baseline: the segment delta
 
 
+# Ladders with the same relative spacing (1.33-2x) for every solver that reaches the target.
+BASELINE_40 = (1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 50_000)
+BASELINE_1000 = (50_000, 100_000, 150_000, 200_000, 300_000, 400_000, 600_000, 800_000)
 CONFIG = {
     40: [
-        Solver("baseline", (2_000, 5_000, 10_000, 20_000, 50_000), kind="baseline"),
+        Solver("baseline", BASELINE_40, kind="baseline"),
         Solver(
             "baseline-delta",
-            (2_000, 5_000, 10_000, 20_000, 50_000),
+            BASELINE_40,
             kind="baseline",
             incremental=True,
         ),
-        Solver("sajax-full", (100, 200, 500, 1_000, 2_000), chains=64, chunk=100),
+        Solver("sajax-full", (100, 200, 300, 500, 750, 1_000, 1_500, 2_000), chains=64, chunk=100),
         Solver(
             "sajax-delta",
-            (100, 200, 500, 1_000, 2_000),
+            (100, 200, 300, 500, 750, 1_000, 1_500, 2_000),
             chains=8,
+            proposals=8,
+            chunk=100,
+            incremental=True,
+        ),
+        Solver(
+            "sajax-delta-wide",
+            (100, 200, 300, 500, 750, 1_000, 1_500, 2_000),
+            chains=32,
             proposals=8,
             chunk=100,
             incremental=True,
         ),
     ],
     1000: [
-        Solver("baseline", (50_000, 100_000, 200_000, 400_000, 800_000), kind="baseline"),
+        Solver("baseline", BASELINE_1000, kind="baseline"),
         Solver(
             "baseline-delta",
-            (50_000, 100_000, 200_000, 400_000, 800_000),
+            BASELINE_1000,
             kind="baseline",
             incremental=True,
         ),
         Solver("sajax-full", (5_000, 10_000, 20_000), chains=32, proposals=4),
         Solver(
             "sajax-delta",
-            (5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 60_000),
+            tuple(k // 10 for k in BASELINE_1000),
             proposals=32,
             incremental=True,
         ),
@@ -206,7 +217,7 @@ def measure(n: int, seed: int, seeds: int, seconds: float) -> tuple[list[dict], 
         compile_once(solver, p, w, d)
         rows.append(dict(solver=solver, **rate(solver, p, w, d, seconds)))
     # A reference for the ladders' stopping rule: the best of one long baseline-delta run.
-    reference = min(run(CONFIG[n][1], p, w, d, CONFIG[n][1].ladder[-1], 99)["best"], np.inf)
+    reference = run(CONFIG[n][1], p, w, d, CONFIG[n][1].ladder[-1], 99)["best"]
     for row in rows:
         row["runs"] = [
             ladder_runs(row["solver"], p, w, d, 1000 + s, reference) for s in range(seeds)
@@ -257,7 +268,7 @@ def report(n: int, rows: list[dict], best: float, seeds: int) -> str:
                 r = median_time(ref["time_to"][k])
                 vs.append("-" if t is None or r is None else f"{r / t:.3g}x")
             cells.append(f"{shown} ({vs[0]} / {vs[1]})")
-        lengths = ", ".join("/".join(f"{r['steps']:,}" for r in runs[-1:]) for runs in row["runs"])
+        lengths = ", ".join(f"{runs[-1]['steps']:,}" for runs in row["runs"])
         lines.append(
             f"| {s.name} | {config} | {row['rate']:,.0f} | {row['rate'] / base['rate']:.1f}x | "
             f"{row['cpu_rate']:,.0f} | {row['cpu_rate'] / base['cpu_rate']:.1f}x | "

@@ -7,8 +7,8 @@ sample, ``sajax.schedules.auto_range``). One proposal per step, one chain, a Pyt
 
 ``delta=True`` gives a stronger baseline: the same moves and rule, but the energy change of a
 move is computed in NumPy over the segment it permutes only (cached completion times and costs,
-O(hi - lo) instead of O(n): the same idea as sajax's windowed incremental path, here for
-full-range moves).
+O(hi - lo) instead of O(n); sajax's move-delta path, ``sajax.incremental``, instead scores a
+full-range move in one vectorised pass from a cache).
 
     from baseline_sa import baseline_sa
     best_perm, best_energy, trace = baseline_sa(p, w, d, steps=200_000, seed=0)

@@ -526,7 +526,8 @@ def anneal(
       key: a JAX PRNG key; the result is a deterministic function of it (but see time_budget_s).
       n: permutation length (the padded size).
       chains: parallel chains (a compile-time shape).
-      steps: Metropolis steps per chain (any number; no recompile).
+      steps: kernel steps per chain (any number; no recompile); each stands for up to
+        ``proposals`` sequential Metropolis steps.
       data: a pytree of arrays passed to ``energy_fn`` (a new instance of the same shapes reuses
         the compiled program).
       init_perms: (k, n) seed orders for the first k <= chains chains (others start random).

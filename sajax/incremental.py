@@ -13,7 +13,9 @@ K proposals from one state cheap to score together, and the step takes the first
 its Metropolis test (exact sequential Metropolis: the proposals before it were rejected and
 left the state unchanged). At low temperature most proposals fail, so one step advances the
 chain by up to K sequential steps. The O(n) commit (the moved permutation and a fresh cache)
-is paid once per step, not per proposal.
+is paid once per step, not per proposal. The chain's best-so-far considers the taken proposal
+only (the plain K-proposal step of ``sajax.kernel`` also looks at the rejected ones, which it
+has rescored in full anyway).
 
 ``IncrementalEnergy`` packages the pure functions::
 

@@ -74,7 +74,7 @@ def metropolis_accept(
     downhill = proposed <= current
     # x = -delta / T: -inf for T = 0 and delta > 0; NaN for inf / inf, which compares False.
     # Below -EXP_FLOOR the acceptance probability (< 1e-34) is under the resolution of u and
-    # counts as 0; clamping keeps exp out of float32 denormals (10-100x slower on CPUs).
+    # counts as 0; clamping keeps exp out of the float32 denormal range.
     x = -delta / temperature
     uphill = (x > -EXP_FLOOR) & (u < jnp.exp(jnp.maximum(x, -EXP_FLOOR)))
     return downhill | uphill

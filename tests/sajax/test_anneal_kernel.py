@@ -28,6 +28,10 @@ def test_metropolis_rule():
     assert acc(0.99, jnp.nan, 1e6, 1.0)  # NaN current counts as +inf
     # exp(-1) ~ 0.368
     assert acc(0.36, 0.0, 1.0, 1.0) and not acc(0.37, 0.0, 1.0, 1.0)
+    # Far uphill: exp(-delta/T) would be a float32 denormal or 0; the test says no even for u = 0
+    # (probability < 1e-34), and a move just inside the floor still passes a small enough u.
+    assert not acc(0.0, 0.0, 100.0, 1.0) and not acc(0.0, 0.0, 1e30, 1e-3)
+    assert acc(1e-30, 0.0, 60.0, 1.0) and not acc(1e-20, 0.0, 60.0, 1.0)  # exp(-60) ~ 8.8e-27
 
 
 @partial(jax.jit, static_argnames="steps")
