@@ -27,11 +27,21 @@ def load(size, rows):
     return blocks[:, 0], blocks[:, 1], blocks[:, 2], optima
 
 
-def test_wt40_handful_reaches_the_optimum():
+@pytest.mark.parametrize(
+    "incremental, proposals, steps", [(False, 1, 4000), (True, 4, 1500)], ids=["full", "delta"]
+)
+def test_wt40_handful_reaches_the_optimum(incremental, proposals, steps):
     p, w, d, optima = load(40, INSTANCES)
-    energy_fn, data = sajax.objectives.weighted_tardiness(p, w, d)
+    energy_fn, data = sajax.objectives.weighted_tardiness(p, w, d, incremental=incremental)
     result = sajax.anneal_many(
-        energy_fn, jax.random.key(0), 40, data, chains=32, steps=4000, chunk_size=500
+        energy_fn,
+        jax.random.key(0),
+        40,
+        data,
+        chains=32,
+        steps=steps,
+        chunk_size=500,
+        proposals=proposals,
     )
     exact = np.array(
         [weighted_tardiness_numpy(result.best_perm[b], p[b], w[b], d[b]) for b in range(len(p))]
