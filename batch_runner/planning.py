@@ -155,6 +155,8 @@ def _heuristic_plan(problem: Problem, model: EngineModel, policy: str) -> Plan:
     config = PlanConfig(
         seeds=(POLICY_SEEDS.get(policy, policy),),
         steps=0,
+        blends=False,  # exactly the one heuristic: no blends, relaxed or triage seeds
+        relaxed_shares=(),
         triage_rounds=0,
         caps=(int(model.slots),),
     )
