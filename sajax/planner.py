@@ -9,10 +9,13 @@ default ``-G``, the paper's n / t) of the fast engine model's predicted timings:
 Steps:
 
 1. Seeds (``build_seeds``). Heuristic orders (FCFS, shortest-first, earliest-deadline, least
-   slack from ``sajax.heuristics``), blends of shortest-first with EDF / least slack, and the
-   Moore-Hodgson order of the best few of them (``sajax.triage``: the largest request before
-   each predicted miss goes to the back, hopeless ones shortest-first), then greedy
-   re-insertion of the rejected (``refill``, at most ``refill_share`` of the budget). Every
+   slack from ``sajax.heuristics``), blends of shortest-first with EDF / least slack, the
+   solutions of the attainment bound's one-machine relaxation (``sajax.triage.relaxed_order``:
+   what can finish by its deadline first, by deadline); then, over the best few of them, the
+   Moore-Hodgson order (``sajax.triage``: the largest request before each predicted miss goes
+   to the back, hopeless ones shortest-first) and the ``push_back`` order (each predicted miss
+   ahead of a hit goes to the back), then greedy re-insertion of the rejected (``refill``, at
+   most ``refill_share`` of the budget). Every
    seed is scored exactly at every candidate cap (``candidate_caps``: slots x 1, 3/4, 1/2, 1/4).
 2. Caps. The ``cap_finalists`` caps with the best seed energies are annealed together (one
    ``sajax.anneal_many`` call: the caps are the instance axis), every cap's chains starting from
@@ -59,7 +62,7 @@ from sajax.objectives.slo import ObjectiveParams, get_objective, objective_param
 from sajax.problem import Problem, bucket_size
 from sajax.robust import length_scenarios
 from sajax.simulate import simulate
-from sajax.triage import accepted_count, moore_hodgson, refill
+from sajax.triage import accepted_count, moore_hodgson, push_back, refill, relaxed_order
 
 DEFAULT_SEEDS = ("fcfs", "sjf", "edf", "least_slack")
 DEFAULT_STEPS = 2_000  # steps per chain without a time budget
@@ -79,6 +82,9 @@ class PlanConfig:
     cap_finalists: int = 2  # caps annealed (the best by seed energy)
     seeds: tuple[str, ...] = DEFAULT_SEEDS  # heuristic seed orders (sajax.heuristics)
     blends: bool = True  # also seed with blends of shortest-first and EDF / least slack
+    # seeds from the bound's relaxation (sajax.triage.relaxed_order), one per share of an
+    # iteration's fixed cost (clipped to the slots); () = none
+    relaxed_shares: tuple[int, ...] = (1, 8, 32)
     triage_rounds: int = 3  # > 0: Moore-Hodgson seeds (sajax.triage); 0: heuristics only
     refill_share: float = 0.3  # of the budget, at most, for greedy re-insertion (0 = none)
     scenarios: int = 0  # robust mode: output-length scenarios per order (0 = point estimate)
@@ -104,6 +110,8 @@ class PlanConfig:
             raise ValueError("scenarios and length_sigma must be >= 0")
         if self.caps is not None and (not self.caps or min(self.caps) < 1):
             raise ValueError(f"caps must be a non-empty tuple of ints >= 1, got {self.caps}")
+        if any(int(x) < 1 for x in self.relaxed_shares):
+            raise ValueError(f"relaxed_shares must be ints >= 1, got {self.relaxed_shares}")
         get_objective(self.objective)
 
 
@@ -357,7 +365,8 @@ def build_seeds(cp, n_real, model, caps, exact, exact_data, config, mh_top=3, re
     """Seed orders and their exact energies at every cap.
 
     Heuristics (``config.seeds``), blends of shortest-first with EDF / least slack
-    (``blend_orders``), then Moore-Hodgson (``sajax.triage``) over the ``mh_top`` best of those
+    (``blend_orders``), the relaxation's orders (``relaxed_order``), then Moore-Hodgson and
+    ``push_back`` (``sajax.triage``) over the ``mh_top`` best of those
     at each one's best cap. Returns (names, orders (k, N) int32, energies (caps, k)).
     """
     from sajax import heuristics
@@ -365,6 +374,8 @@ def build_seeds(cp, n_real, model, caps, exact, exact_data, config, mh_top=3, re
     seeds = seed_orders(cp, model, config.seeds)
     if config.blends:
         seeds.update(blend_orders(cp, model))
+    for share in sorted({min(int(s), int(np.asarray(model.slots))) for s in config.relaxed_shares}):
+        seeds[f"relaxed_{share}"] = relaxed_order(cp, model, share)
     names = list(seeds)
     orders = np.stack([seeds[k] for k in names])
     energies = score_orders(exact, orders, exact_data, caps)
@@ -373,6 +384,7 @@ def build_seeds(cp, n_real, model, caps, exact, exact_data, config, mh_top=3, re
     alone = alone_time_ms(cp, model)
     doomed = np.asarray(heuristics.hopeless(cp, model))
     per_round = max(16, n_real // 64)
+    pb_round = max(4, n_real // 256)
     new_names, new_orders = [], []
     for si in np.argsort(energies.min(axis=0), kind="stable")[:mh_top]:
         cap = caps[int(np.argmin(energies[:, si]))]
@@ -385,6 +397,8 @@ def build_seeds(cp, n_real, model, caps, exact, exact_data, config, mh_top=3, re
         new_orders.append(
             moore_hodgson(orders[si], met_fn, alone, n_real, hopeless=doomed, per_round=per_round)
         )
+        new_names.append(f"pb_{names[si]}@{cap}")
+        new_orders.append(push_back(orders[si], met_fn, alone, n_real, per_round=pb_round))
     new_orders = np.stack(new_orders)
     new_e = score_orders(exact, new_orders, exact_data, caps)
     if refill_until is not None:

@@ -2,10 +2,11 @@
 
 When the job cannot meet every SLO, a good order serves a large *feasible* set first and runs
 everything else afterwards, shortest first (they miss anyway; short ones first keep the summed
-latency -- G's denominator -- low). Two constructions over a priority order ``pi`` (EDF, least
-slack, ...), both driven by a ``met_fn(order) -> (N,) bool`` (the fast model's prediction):
+latency -- G's denominator -- low). Constructions over a priority order ``pi`` (EDF, least
+slack, ...), each driven by a ``met_fn(order) -> (N,) bool`` (the fast model's prediction):
 
-``triage`` (one shot): the requests predicted to miss under ``pi`` move to the back.
+``triage`` (one shot): the requests predicted to miss under ``pi`` move to the back;
+``push_back`` repeats it, a few misses at a time, until no predicted miss is ahead of a hit.
 
 ``moore_hodgson`` (Moore & Hodgson 1968, the optimal rule for the number of late jobs on one
 machine, applied to the batch engine): keep ``pi`` for the accepted requests, simulate, and at
@@ -19,7 +20,8 @@ requests needs about ``rejections / per_round`` simulations. Requests that miss 
     order = moore_hodgson(edf_order, met_fn, alone_ms, n_real, hopeless=mask)
 
 ``attainment_upper_bound`` bounds the (unweighted) attainment of *every* order and in-flight cap
-from above by a one-machine relaxation solved exactly by Moore-Hodgson (see its docstring).
+from above by a one-machine relaxation solved exactly by Moore-Hodgson (see its docstring);
+``relaxed_order`` turns that relaxation's solution into a seed order.
 """
 
 from __future__ import annotations
@@ -80,6 +82,40 @@ def moore_hodgson(
     return order
 
 
+def push_back(
+    priority: np.ndarray,
+    met_fn: MetFn,
+    alone_ms: np.ndarray,
+    n_real: int,
+    *,
+    per_round: int = 4,
+    max_rounds: int = 200,
+) -> np.ndarray:
+    """Iterated ``triage``: the first ``per_round`` predicted misses that stand ahead of a
+    predicted hit move to the back, re-simulate, repeat until no miss is ahead of a hit.
+
+    Unlike ``moore_hodgson`` it rejects the missing request itself, not the largest before it:
+    the right move when misses come from waiting for a slot or behind a prefill burst (a
+    request that already made its SLO frees nothing by leaving), which is how tight
+    first-token SLOs fail. Padding stays at the tail; rejected rows go back shortest first.
+    """
+    priority = np.asarray(priority)
+    alone_ms = np.asarray(alone_ms, np.float64)
+    rejected = np.zeros(len(priority), bool)
+    order = _assemble(priority, rejected, alone_ms, n_real)
+    for _ in range(max_rounds):
+        met = np.asarray(met_fn(order), bool)[order[:n_real]]
+        hits = np.flatnonzero(met)
+        if len(hits) == 0:
+            break
+        ahead = np.flatnonzero(~met[: hits[-1]])[:per_round]
+        if len(ahead) == 0:
+            break
+        rejected[order[ahead]] = True
+        order = _assemble(priority, rejected, alone_ms, n_real)
+    return order
+
+
 def accepted_count(order: np.ndarray, met: np.ndarray, n_real: int) -> int:
     """Length of the longest prefix of ``order`` whose requests all meet their SLO."""
     miss = np.flatnonzero(~np.asarray(met, bool)[np.asarray(order)[:n_real]])
@@ -124,22 +160,49 @@ def refill(
     return order, energy
 
 
-def max_on_time(work: np.ndarray, deadline: np.ndarray) -> int:
-    """The most jobs one machine finishes by their deadlines (``1 || sum U_j``, exact).
+def on_time_set(work: np.ndarray, deadline: np.ndarray) -> np.ndarray:
+    """Indices of a largest set of jobs one machine finishes by their deadlines, by deadline.
 
-    Moore-Hodgson with a heap: jobs by deadline; when the running total passes the current
-    deadline, drop the longest job accepted so far. ``work`` and ``deadline`` are (n,) floats.
+    ``1 || sum U_j`` solved exactly by Moore-Hodgson with a heap: jobs by deadline; when the
+    running total passes the current deadline, drop the longest job accepted so far. ``work``
+    and ``deadline`` are (n,) floats.
     """
     work = np.asarray(work, np.float64)
     deadline = np.asarray(deadline, np.float64)
-    accepted: list[float] = []  # max-heap of accepted processing times (negated)
+    accepted: list[tuple[float, int]] = []  # max-heap of accepted (processing time, index)
     t = 0.0
     for i in np.argsort(deadline, kind="stable"):
-        heapq.heappush(accepted, -work[i])
+        heapq.heappush(accepted, (-work[i], int(i)))
         t += work[i]
         if t > deadline[i]:
-            t += heapq.heappop(accepted)
-    return len(accepted)
+            t += heapq.heappop(accepted)[0]
+    kept = np.array([i for _, i in accepted], np.int64)
+    return kept[np.argsort(deadline[kept], kind="stable")]
+
+
+def max_on_time(work: np.ndarray, deadline: np.ndarray) -> int:
+    """The most jobs one machine finishes by their deadlines (``1 || sum U_j``, exact)."""
+    return len(on_time_set(work, deadline))
+
+
+def _relaxation(problem, model, share: float):
+    """Work and deadline of each live request in the one-machine relaxation (see below).
+
+    Returns (rows, work, deadline, has_slo, timed): ``rows`` the live row indices; the other
+    arrays are over those rows. ``share``: how many sequences split an iteration's fixed cost.
+    """
+    a, b = float(np.asarray(model.a_ms)), float(np.asarray(model.b_ms))
+    rows = np.flatnonzero(np.asarray(problem.mask, bool))
+    inp = np.asarray(problem.input_len, np.float64)[rows]
+    out = np.asarray(problem.output_len, np.float64)[rows]
+    e2e = np.asarray(problem.slo_e2e_ms, np.float64)[rows]
+    ttft = np.asarray(problem.slo_ttft_ms, np.float64)[rows]
+    tpot = np.asarray(problem.slo_tpot_ms, np.float64)[rows]
+    has_e2e, has_ttft = np.isfinite(e2e), np.isfinite(ttft)
+    has_slo = has_e2e | has_ttft | np.isfinite(tpot)
+    work = np.where(has_e2e, b * (inp + out - 1) + a * out / share, b * inp + a / share)
+    deadline = np.where(has_e2e, e2e, ttft)
+    return rows, work, deadline, has_slo, has_e2e | has_ttft
 
 
 def attainment_upper_bound(problem, model) -> float:
@@ -159,20 +222,29 @@ def attainment_upper_bound(problem, model) -> float:
     set. Requests without an SLO are not counted (as in ``sajax.metrics.attainment``);
     TPOT-only ones count as met. A relaxation: the bound need not be attainable.
     """
-    a, b = float(np.asarray(model.a_ms)), float(np.asarray(model.b_ms))
-    slots = int(np.asarray(model.slots))
-    live = np.asarray(problem.mask, bool)
-    inp = np.asarray(problem.input_len, np.float64)[live]
-    out = np.asarray(problem.output_len, np.float64)[live]
-    e2e = np.asarray(problem.slo_e2e_ms, np.float64)[live]
-    ttft = np.asarray(problem.slo_ttft_ms, np.float64)[live]
-    tpot = np.asarray(problem.slo_tpot_ms, np.float64)[live]
-    has_e2e, has_ttft = np.isfinite(e2e), np.isfinite(ttft)
-    has_slo = has_e2e | has_ttft | np.isfinite(tpot)
+    _, work, deadline, has_slo, timed = _relaxation(problem, model, int(np.asarray(model.slots)))
     if not has_slo.any():
         return float("nan")
-    timed = has_e2e | has_ttft
-    work = np.where(has_e2e, b * (inp + out - 1) + a * out / slots, b * inp + a / slots)
-    deadline = np.where(has_e2e, e2e, ttft)
     met = max_on_time(work[timed], deadline[timed]) + int(np.sum(has_slo & ~timed))
     return met / int(has_slo.sum())
+
+
+def relaxed_order(problem, model, share: float | None = None) -> np.ndarray:
+    """A seed order from the relaxation of ``attainment_upper_bound``: its on-time set first,
+    by deadline, then every other row shortest (alone time) first; padding rows at the tail.
+
+    ``share`` (default ``slots``) is how many sequences split each iteration's fixed cost ``a``:
+    the bound's optimistic full sharing at ``slots``; smaller values charge more per request
+    and accept fewer (the relaxation ignores that a running request holds its slot, so at full
+    sharing it accepts more first-token requests than the slots can admit in time).
+    """
+    from sajax.heuristics import alone_time
+
+    share = float(np.asarray(model.slots)) if share is None else float(share)
+    rows, work, deadline, _, timed = _relaxation(problem, model, share)
+    front = rows[timed][on_time_set(work[timed], deadline[timed])]
+    rest = np.setdiff1d(rows, front)
+    alone = np.asarray(alone_time(problem, model).e2e_ms, np.float64)
+    rest = rest[np.argsort(alone[rest], kind="stable")]
+    pad = np.flatnonzero(~np.asarray(problem.mask, bool))
+    return np.concatenate([front, rest, pad]).astype(np.int32)

@@ -17,7 +17,15 @@ from sajax.planner import make_data as planner_data
 from sajax.problem import make_problem
 from sajax.refsim import reference_simulate
 from sajax.robust import length_scenarios
-from sajax.triage import attainment_upper_bound, max_on_time, moore_hodgson, triage
+from sajax.triage import (
+    attainment_upper_bound,
+    max_on_time,
+    moore_hodgson,
+    on_time_set,
+    push_back,
+    relaxed_order,
+    triage,
+)
 
 MODEL = make_engine_model(slots=4, token_budget=64, a_ms=5.0, b_ms=0.5, c_ms=0.001)
 # One shape for every test (bucket 64, 4 chains, 32-step chunks): compiled once per session.
@@ -132,6 +140,72 @@ def test_triage_and_moore_hodgson_push_misses_back_and_keep_a_permutation():
     mh = moore_hodgson(order, met_fn, alone, 6, per_round=1)
     assert sorted(mh.tolist()) == list(range(6))
     assert met_fn(mh).sum() == 3  # the optimum: three unit jobs
+
+
+def test_push_back_leaves_no_miss_ahead_of_a_hit_and_never_loses_a_hit_on_one_machine():
+    # One machine, requests in order, met iff finished by the deadline: pushing a miss back
+    # only makes the requests behind it earlier, so the hits can only grow.
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        n = 12
+        work = rng.uniform(1, 10, n)
+        deadline = rng.uniform(5, 40, n)
+
+        def met_fn(o, work=work, deadline=deadline):
+            met = np.zeros(len(o), bool)
+            met[o] = np.cumsum(work[o]) <= deadline[o]
+            return met
+
+        start = rng.permutation(n).astype(np.int32)
+        out = push_back(start, met_fn, work, n, per_round=1 + trial % 3)
+        assert sorted(out.tolist()) == list(range(n))
+        met = met_fn(out)[out]
+        hits = np.flatnonzero(met)
+        assert len(hits) == 0 or met[: hits[-1]].all()  # no miss ahead of the last hit
+        assert met.sum() >= met_fn(start).sum()
+
+
+def test_on_time_set_is_feasible_by_deadline_and_as_large_as_the_optimum():
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        n = int(rng.integers(1, 9))
+        work = rng.uniform(1, 10, n)
+        deadline = rng.uniform(0, 30, n)
+        kept = on_time_set(work, deadline)
+        assert np.all(np.diff(deadline[kept]) >= 0)  # by deadline
+        assert np.all(np.cumsum(work[kept]) <= deadline[kept])  # each on time
+        assert len(kept) == max_on_time(work, deadline)
+
+
+def test_relaxed_order_puts_the_relaxations_on_time_set_first_by_deadline():
+    inp, out, slo = _instance(20, 5, tight=4.0)
+    problem = make_problem(inp, out, slo_e2e_ms=slo)  # padded to 64 rows
+    for share in (1, 4):
+        order = relaxed_order(problem, MODEL, share)
+        assert sorted(order.tolist()) == list(range(len(problem.mask)))
+        assert np.all(order[20:] >= 20)  # padding at the tail
+        work = MODEL.b_ms * (inp + out - 1) + MODEL.a_ms * out / share
+        k = max_on_time(work, slo)
+        front = order[:k]
+        assert np.all(np.diff(slo[front]) >= 0)
+        assert np.all(np.cumsum(work[front]) <= slo[front])
+    # at full sharing the front is exactly what the upper bound counts
+    assert max_on_time(MODEL.b_ms * (inp + out - 1) + MODEL.a_ms * out / 4, slo) == pytest.approx(
+        attainment_upper_bound(problem, MODEL) * 20
+    )
+
+
+def test_plan_seeds_include_relaxed_and_push_back_orders():
+    inp, out, slo = _instance(24, 6, tight=4.0)
+    problem = make_problem(inp, out, slo_e2e_ms=slo)
+    result = plan(problem, MODEL, FAST, jax.random.key(0))
+    names = set(result.summary.seed_energy)
+    assert {"relaxed_1", "relaxed_4"} <= names  # shares (1, 8, 32) clipped to 4 slots
+    assert any(k.startswith("pb_") for k in names)
+    # the plan is never worse than its best seed under the planner's own model
+    assert result.summary.energy <= min(result.summary.seed_energy.values()) + 1e-9
+    with pytest.raises(ValueError, match="relaxed_shares"):
+        PlanConfig(relaxed_shares=(0,))
 
 
 def test_bad_config_is_refused():
