@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import sys
 import time
@@ -164,7 +165,8 @@ def markdown(results, args, compile_s) -> str:
         "",
         f"Command: `{' '.join(sys.argv)}`  ",
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, jax {jax.__version__} "
-        f"({jax.default_backend()}), shared 2-core box; date {datetime.date.today()}  ",
+        f"({jax.default_backend()}), {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} at the end; date {datetime.date.today()}  ",
         f"n = {args.n}, profile {args.profile}, budget {args.budget:g} s per planner "
         f"(sajax and paper-style SA), sajax chains per cap = {args.chains}, long run "
         f"x{args.long_factor:g} for {', '.join(args.long_cases)}; sajax compile "

@@ -21,8 +21,9 @@ All windows of a pass are annealed *together* (one ``sajax.anneal_many`` call, t
 the instance axis), each starting from its current order. Then the job is re-simulated, offsets
 are refreshed and the next pass runs with windows shifted by ``W / 2`` so that requests can move
 across the previous boundaries. A pass is kept only if the job's exact energy did not rise.
-Before the first pass the seed order (``sajax.planner.build_seeds``: heuristics and blends at
-every cap, then Moore-Hodgson of the best one, ``sajax.triage``) already moves hopeless requests
+Before the first pass the seed order (``sajax.planner.build_seeds``: heuristics, blends and
+relaxation orders at every cap, then Moore-Hodgson and push-back of the best heuristic or blend,
+``sajax.triage``) already moves hopeless requests
 across the whole job; at 10,000 requests that seed carries almost all of the gain.
 
 Cost per pass: (number of windows) x (chains) x (steps) simulations of ``W + H`` requests, plus
@@ -110,7 +111,9 @@ def plan_windows(cp: Problem, n_real: int, model: EngineModel, config, key, star
     exact_data = data._replace(params=objective_params(0.0, scale))
 
     # Seeds at every cap (whole job); Moore-Hodgson only from the best one (cost).
-    names, orders, e_seed = P.build_seeds(cp, n_real, model, caps, exact, exact_data, config, 1)
+    names, orders, e_seed = P.build_seeds(
+        cp, n_real, model, caps, exact, exact_data, config, 1, relaxed_top=0
+    )
     ci, si = np.unravel_index(np.argmin(e_seed), e_seed.shape)
     cap = caps[ci]
     cap_model = P.with_cap(model, cap)

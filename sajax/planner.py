@@ -95,8 +95,11 @@ class PlanConfig:
     window_steps: int = 4_000  # steps per chain and pass (the budget may cut it)
     max_passes: int = 4  # window passes (alternately shifted by half a window)
     chunk_size: int = 64  # annealing steps per jitted chunk
-    t_start: float = 10.0  # start / end temperature, as multiples of a small uphill move
-    t_end: float = 0.01  # (the 10 % quantile of uphill deltas seen in the warm-up)
+    # start / end temperature, as multiples of a small uphill move (the 10 % quantile of
+    # uphill deltas seen at the chains' seeds); the seeds are near local optima, where that
+    # move is small, hence the hot start (brute force, n <= 8: 10 -> 195-197/200, 50 -> 199-200)
+    t_start: float = 50.0
+    t_end: float = 0.01
     swap: float = 0.3  # move mix
     insert: float = 0.5
     reverse: float = 0.2
@@ -361,13 +364,17 @@ def blend_orders(cp: Problem, model: EngineModel, alphas=(0.25, 0.5, 0.75)) -> d
     return out
 
 
-def build_seeds(cp, n_real, model, caps, exact, exact_data, config, mh_top=3, refill_until=None):
+def build_seeds(
+    cp, n_real, model, caps, exact, exact_data, config, mh_top=3, refill_until=None, relaxed_top=1
+):
     """Seed orders and their exact energies at every cap.
 
     Heuristics (``config.seeds``), blends of shortest-first with EDF / least slack
     (``blend_orders``), the relaxation's orders (``relaxed_order``), then Moore-Hodgson and
-    ``push_back`` (``sajax.triage``) over the ``mh_top`` best of those
-    at each one's best cap. Returns (names, orders (k, N) int32, energies (caps, k)).
+    ``push_back`` (``sajax.triage``) over the ``mh_top`` best heuristics / blends and the
+    ``relaxed_top`` best relaxation orders at each one's best cap, then ``refill`` of the best
+    Moore-Hodgson and the best push-back order (if ``refill_until``). Returns (names, orders
+    (k, N) int32, energies (caps, k)).
     """
     from sajax import heuristics
 
@@ -386,7 +393,12 @@ def build_seeds(cp, n_real, model, caps, exact, exact_data, config, mh_top=3, re
     per_round = max(16, n_real // 64)
     pb_round = max(4, n_real // 256)
     new_names, new_orders = [], []
-    for si in np.argsort(energies.min(axis=0), kind="stable")[:mh_top]:
+    # Triage the best mh_top heuristic / blend seeds and the best relaxed_top relaxation seeds
+    # (the relaxation's orders often score best and would crowd out the others).
+    ranked = np.argsort(energies.min(axis=0), kind="stable")
+    relaxed = [i for i in ranked if names[i].startswith("relaxed_")]
+    classic = [i for i in ranked if not names[i].startswith("relaxed_")]
+    for si in classic[:mh_top] + relaxed[:relaxed_top]:
         cap = caps[int(np.argmin(energies[:, si]))]
         cap_model = with_cap(model, cap)
 
@@ -402,26 +414,46 @@ def build_seeds(cp, n_real, model, caps, exact, exact_data, config, mh_top=3, re
     new_orders = np.stack(new_orders)
     new_e = score_orders(exact, new_orders, exact_data, caps)
     if refill_until is not None:
-        # The best Moore-Hodgson order, then greedy re-insertion of its rejected requests.
-        ci, k = np.unravel_index(np.argmin(new_e), new_e.shape)
-        mh, cap_model = new_orders[k], with_cap(model, caps[ci])
-        met = _metrics(*predict(mh, cp, cap_model, exact), cp).met
-        data_cap = exact_data._replace(model=cap_model)
-        fast = search_energy(exact, cp, model, mh)
+        # Greedy re-insertion of the rejected requests of the best Moore-Hodgson order and of
+        # the best push-back order (each at its best cap; they often win at different caps),
+        # sharing the time left until ``refill_until``.
+        best = new_e.min(axis=0)
+        picks = [
+            int(np.argmin(np.where(np.arange(len(best)) % 2 == kind, best, np.inf)))
+            for kind in (0, 1)
+        ]
+        for i, k in enumerate(dict.fromkeys(picks)):
+            share = (refill_until - time.perf_counter()) / (len(set(picks)) - i)
+            ci = int(np.argmin(new_e[:, k]))
+            base, cap_model = new_orders[k], with_cap(model, caps[ci])
+            met = _metrics(*predict(base, cp, cap_model, exact), cp).met
+            data_cap = exact_data._replace(model=cap_model)
+            fast = search_energy(exact, cp, model, base)
 
-        def batch_energy(o):
-            return score_orders(fast, o, data_cap)[0]
+            def batch_energy(o, fast=fast, data_cap=data_cap):
+                return score_orders(fast, o, data_cap)[0]
 
-        n_front = accepted_count(mh, np.asarray(met), n_real)
-        refilled, _ = refill(mh, n_front, n_real, batch_energy, deadline=refill_until)
-        new_names.append(f"refill_{new_names[k]}")
-        new_orders = np.concatenate([new_orders, refilled[None]])
-        new_e = np.concatenate([new_e, score_orders(exact, refilled[None], exact_data, caps)], 1)
+            n_front = accepted_count(base, np.asarray(met), n_real)
+            deadline = time.perf_counter() + share
+            refilled, _ = refill(base, n_front, n_real, batch_energy, deadline=deadline)
+            new_names.append(f"refill_{new_names[k]}")
+            new_orders = np.concatenate([new_orders, refilled[None]])
+            refilled_e = score_orders(exact, refilled[None], exact_data, caps)
+            new_e = np.concatenate([new_e, refilled_e], 1)
     return (
         names + new_names,
         np.concatenate([orders, new_orders]),
         np.concatenate([energies, new_e], axis=1),
     )
+
+
+def chain_starts(orders: np.ndarray, energies: np.ndarray, chains: int) -> np.ndarray:
+    """Start orders for ``chains`` chains: the distinct seed orders best-first, then again from
+    the best (several seeds often coincide; distinct starts keep the chains apart)."""
+    best_first = np.argsort(energies, kind="stable")
+    _, first = np.unique(orders[best_first], axis=0, return_index=True)
+    distinct = best_first[np.sort(first)]
+    return orders[np.resize(distinct, min(chains, len(orders)))]
 
 
 def search_energy(exact: PlanEnergy, cp: Problem, model: EngineModel, order) -> PlanEnergy:
@@ -512,9 +544,7 @@ def _plan_small(cp, n_real, model, config, key, started):
 
     finalists = list(np.argsort(e_seed.min(axis=1), kind="stable")[: config.cap_finalists])
     fin_caps = [caps[i] for i in finalists]
-    # Seeds sorted best-first per finalist cap, as many as there are chains.
-    init = np.stack([orders[np.argsort(e_seed[i], kind="stable")] for i in finalists])
-    init = init[:, : config.chains]
+    init = np.stack([chain_starts(orders, e_seed[i], config.chains) for i in finalists])
     fin_models = _models_by_cap(model, fin_caps)
     search_data = with_models(data, fin_models)
 

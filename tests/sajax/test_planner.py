@@ -12,7 +12,7 @@ import pytest
 
 from sajax.engine_model import make_engine_model
 from sajax.metrics import attainment, slo_metrics
-from sajax.planner import PlanConfig, PlanEnergy, compact, plan, score_orders
+from sajax.planner import PlanConfig, PlanEnergy, chain_starts, compact, plan, score_orders
 from sajax.planner import make_data as planner_data
 from sajax.problem import make_problem
 from sajax.refsim import reference_simulate
@@ -202,10 +202,21 @@ def test_plan_seeds_include_relaxed_and_push_back_orders():
     names = set(result.summary.seed_energy)
     assert {"relaxed_1", "relaxed_4"} <= names  # shares (1, 8, 32) clipped to 4 slots
     assert any(k.startswith("pb_") for k in names)
+    # greedy re-insertion runs on the best Moore-Hodgson and the best push-back order
+    assert any(k.startswith("refill_mh_") for k in names)
+    assert any(k.startswith("refill_pb_") for k in names)
     # the plan is never worse than its best seed under the planner's own model
     assert result.summary.energy <= min(result.summary.seed_energy.values()) + 1e-9
     with pytest.raises(ValueError, match="relaxed_shares"):
         PlanConfig(relaxed_shares=(0,))
+
+
+def test_chain_starts_are_the_distinct_seeds_best_first_then_repeat():
+    orders = np.array([[0, 1, 2], [1, 0, 2], [0, 1, 2], [2, 1, 0]])
+    energies = np.array([1.0, 3.0, 0.5, 2.0])  # rows 0 and 2 are the same order
+    starts = chain_starts(orders, energies, 4)
+    np.testing.assert_array_equal(starts, [[0, 1, 2], [2, 1, 0], [1, 0, 2], [0, 1, 2]])
+    assert chain_starts(orders, energies, 2).tolist() == [[0, 1, 2], [2, 1, 0]]
 
 
 def test_bad_config_is_refused():
