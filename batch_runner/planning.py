@@ -158,6 +158,7 @@ def _heuristic_plan(problem: Problem, model: EngineModel, policy: str) -> Plan:
         blends=False,  # exactly the one heuristic: no blends, relaxed or triage seeds
         relaxed_shares=(),
         triage_rounds=0,
+        max_passes=0,  # above PlanConfig.window rows: no window passes either
         caps=(int(model.slots),),
     )
     return plan(problem, model, config)

@@ -110,7 +110,8 @@ def plan_windows(cp: Problem, n_real: int, model: EngineModel, config, key, star
     exact = P.PlanEnergy(config.objective, config.scenarios > 0, 0, max_slots, kv)
     exact_data = data._replace(params=objective_params(0.0, scale))
 
-    # Seeds at every cap (whole job); Moore-Hodgson only from the best one (cost).
+    # Seeds at every cap (whole job); Moore-Hodgson and push-back only from the best
+    # heuristic or blend (cost).
     names, orders, e_seed = P.build_seeds(
         cp, n_real, model, caps, exact, exact_data, config, 1, relaxed_top=0
     )

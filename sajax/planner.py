@@ -19,11 +19,11 @@ Steps:
    seed is scored exactly at every candidate cap (``candidate_caps``: slots x 1, 3/4, 1/2, 1/4).
 2. Caps. The ``cap_finalists`` caps with the best seed energies are annealed together (one
    ``sajax.anneal_many`` call: the caps are the instance axis), every cap's chains starting from
-   the best seeds. The chains search without the KV-capacity check when it provably or
-   empirically does not bind (``sim_settings``, ``search_energy``). The best order of each
-   chain is re-scored *exactly* (``tau=0``, KV check) and the best (order, cap) pair wins; a
-   seed that beats every annealed order is kept (the plan is never worse than its best seed
-   under the planner's own model).
+   the distinct seeds, best first (``chain_starts``). The chains search without the KV-capacity
+   check when it provably or empirically does not bind (``sim_settings``, ``search_energy``).
+   The best order of each chain is re-scored *exactly* (``tau=0``, KV check) and the best
+   (order, cap) pair wins; a seed that beats every annealed order is kept (the plan is never
+   worse than its best seed under the planner's own model).
 3. Large jobs (more than ``config.window`` requests) are decomposed: ``sajax.decompose``.
 
 Time budget and determinism. Without ``time_budget_s`` the plan is a deterministic function of
@@ -85,7 +85,7 @@ class PlanConfig:
     # seeds from the bound's relaxation (sajax.triage.relaxed_order), one per share of an
     # iteration's fixed cost (clipped to the slots); () = none
     relaxed_shares: tuple[int, ...] = (1, 8, 32)
-    triage_rounds: int = 3  # > 0: Moore-Hodgson seeds (sajax.triage); 0: heuristics only
+    triage_rounds: int = 3  # > 0: Moore-Hodgson / push-back seeds (sajax.triage); 0: none
     refill_share: float = 0.3  # of the budget, at most, for greedy re-insertion (0 = none)
     scenarios: int = 0  # robust mode: output-length scenarios per order (0 = point estimate)
     length_sigma: float = 0.5  # log-normal sigma of the scenarios
@@ -392,7 +392,7 @@ def build_seeds(
     doomed = np.asarray(heuristics.hopeless(cp, model))
     per_round = max(16, n_real // 64)
     pb_round = max(4, n_real // 256)
-    new_names, new_orders = [], []
+    new_names, new_orders, kinds = [], [], []
     # Triage the best mh_top heuristic / blend seeds and the best relaxed_top relaxation seeds
     # (the relaxation's orders often score best and would crowd out the others).
     ranked = np.argsort(energies.min(axis=0), kind="stable")
@@ -411,19 +411,22 @@ def build_seeds(
         )
         new_names.append(f"pb_{names[si]}@{cap}")
         new_orders.append(push_back(orders[si], met_fn, alone, n_real, per_round=pb_round))
+        kinds += ["mh", "pb"]
     new_orders = np.stack(new_orders)
     new_e = score_orders(exact, new_orders, exact_data, caps)
     if refill_until is not None:
-        # Greedy re-insertion of the rejected requests of the best Moore-Hodgson order and of
-        # the best push-back order (each at its best cap; they often win at different caps),
-        # sharing the time left until ``refill_until``.
+        # Greedy re-insertion of the rejected requests of the best Moore-Hodgson and the best
+        # push-back order (each at its best cap; they often win at different caps), sharing the
+        # time left until ``refill_until``.
         best = new_e.min(axis=0)
         picks = [
-            int(np.argmin(np.where(np.arange(len(best)) % 2 == kind, best, np.inf)))
-            for kind in (0, 1)
+            int(np.argmin(np.where(np.array(kinds) == kind, best, np.inf))) for kind in ("mh", "pb")
         ]
-        for i, k in enumerate(dict.fromkeys(picks)):
-            share = (refill_until - time.perf_counter()) / (len(set(picks)) - i)
+        for i, k in enumerate(picks):
+            t0 = time.perf_counter()
+            share = (refill_until - t0) / (len(picks) - i)
+            if share <= 0:
+                break
             ci = int(np.argmin(new_e[:, k]))
             base, cap_model = new_orders[k], with_cap(model, caps[ci])
             met = _metrics(*predict(base, cp, cap_model, exact), cp).met
@@ -434,8 +437,7 @@ def build_seeds(
                 return score_orders(fast, o, data_cap)[0]
 
             n_front = accepted_count(base, np.asarray(met), n_real)
-            deadline = time.perf_counter() + share
-            refilled, _ = refill(base, n_front, n_real, batch_energy, deadline=deadline)
+            refilled, _ = refill(base, n_front, n_real, batch_energy, deadline=t0 + share)
             new_names.append(f"refill_{new_names[k]}")
             new_orders = np.concatenate([new_orders, refilled[None]])
             refilled_e = score_orders(exact, refilled[None], exact_data, caps)

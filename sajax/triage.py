@@ -6,7 +6,7 @@ latency -- G's denominator -- low). Constructions over a priority order ``pi`` (
 slack, ...), each driven by a ``met_fn(order) -> (N,) bool`` (the fast model's prediction):
 
 ``triage`` (one shot): the requests predicted to miss under ``pi`` move to the back;
-``push_back`` repeats it, a few misses at a time, until no predicted miss is ahead of a hit.
+``push_back`` repeats it, a few misses at a time, until no kept miss is ahead of a hit.
 
 ``moore_hodgson`` (Moore & Hodgson 1968, the optimal rule for the number of late jobs on one
 machine, applied to the batch engine): keep ``pi`` for the accepted requests, simulate, and at
@@ -91,8 +91,10 @@ def push_back(
     per_round: int = 4,
     max_rounds: int = 200,
 ) -> np.ndarray:
-    """Iterated ``triage``: the first ``per_round`` predicted misses that stand ahead of a
-    predicted hit move to the back, re-simulate, repeat until no miss is ahead of a hit.
+    """Iterated ``triage``: the first ``per_round`` predicted misses among the requests still
+    kept (not yet moved back) that stand ahead of a predicted hit move to the back; re-simulate,
+    repeat until no kept miss is ahead of a hit (each round moves at least one request, so it
+    ends within ``n_real`` rounds, or ``max_rounds``).
 
     Unlike ``moore_hodgson`` it rejects the missing request itself, not the largest before it:
     the right move when misses come from waiting for a slot or behind a prefill burst (a
@@ -104,11 +106,13 @@ def push_back(
     rejected = np.zeros(len(priority), bool)
     order = _assemble(priority, rejected, alone_ms, n_real)
     for _ in range(max_rounds):
+        n_keep = n_real - int(rejected[priority[:n_real]].sum())
         met = np.asarray(met_fn(order), bool)[order[:n_real]]
         hits = np.flatnonzero(met)
         if len(hits) == 0:
             break
-        ahead = np.flatnonzero(~met[: hits[-1]])[:per_round]
+        # kept requests (positions < n_keep) that miss ahead of the last hit
+        ahead = np.flatnonzero(~met[: min(hits[-1], n_keep)])[:per_round]
         if len(ahead) == 0:
             break
         rejected[order[ahead]] = True

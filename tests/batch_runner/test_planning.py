@@ -95,3 +95,21 @@ def test_heuristic_plans_keep_exactly_their_heuristic_order():
         expected = np.asarray(fn(problem, model))
         assert result.order.tolist() == expected[expected < 64].tolist(), policy
         assert result.inflight_cap == int(model.slots)
+
+
+def test_heuristic_plan_of_a_large_job_is_not_annealed_by_windows():
+    # above PlanConfig.window rows plan() decomposes into windows; a heuristic plan must not
+    from batch_runner.planning import _heuristic_plan
+    from sajax import heuristics
+    from sajax.engine_model import make_engine_model
+    from sajax.planner import PlanConfig
+    from sajax.problem import make_problem
+
+    n = PlanConfig().window + 16
+    rng = np.random.default_rng(0)
+    inp, out = rng.integers(4, 64, n), rng.integers(1, 32, n)
+    problem = make_problem(inp, out, slo_e2e_ms=rng.uniform(50, 5_000, n))
+    model = make_engine_model(slots=8, token_budget=256, a_ms=5.0, b_ms=0.5, c_ms=0.0)
+    result = _heuristic_plan(problem, model, "sjf")
+    expected = np.asarray(heuristics.sjf(problem, model))
+    assert result.order.tolist() == expected[expected < n].tolist()
