@@ -27,7 +27,7 @@ import time
 import jax
 import numpy as np
 
-from batch_runner.workloads.synthetic import TIGHTNESS_LEVELS, paper_mix
+from batch_runner.workloads.synthetic import TIGHTNESS_LEVELS, mix_problem, paper_mix
 from sajax import heuristics
 from sajax.metrics import attainment, slo_metrics
 from sajax.problem import make_problem
@@ -55,13 +55,7 @@ def rel_errors(fast, ref):
 def fidelity(profile: str, args) -> list[str]:
     model = load_profile(profile)
     cols = paper_mix(args.n, seed=args.seed, tightness=args.tightness, model=model)
-    problem = make_problem(
-        cols["input_len"],
-        cols["output_len"],
-        cols["slo_e2e_ms"],
-        cols["slo_ttft_ms"],
-        cols["slo_tpot_ms"],
-    )
+    problem = mix_problem(cols)
     n, size = args.n, len(problem.mask)
     orders = {name: np.asarray(fn(problem, model)) for name, fn in heuristics.HEURISTICS.items()}
     rng = np.random.default_rng(args.seed + 1)

@@ -25,10 +25,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from batch_runner.workloads.synthetic import paper_mix
+from batch_runner.workloads.synthetic import mix_problem, paper_mix
 from sajax.metrics import attainment, goodput, slo_metrics
 from sajax.planner import PlanConfig, plan
-from sajax.problem import make_problem
 from sajax.profiles import load_profile
 from sajax.refsim import reference_simulate
 
@@ -54,13 +53,7 @@ def reference_quality(order, cap, cols, model) -> tuple[float, float, float]:
 
 
 def run(n, budget, config, cols, model, reference: bool) -> dict:
-    problem = make_problem(
-        cols["input_len"],
-        cols["output_len"],
-        cols["slo_e2e_ms"],
-        cols["slo_ttft_ms"],
-        cols["slo_tpot_ms"],
-    )
+    problem = mix_problem(cols)
     t0 = time.perf_counter()
     result = plan(
         problem, model, dataclasses.replace(config, time_budget_s=budget), jax.random.key(0)

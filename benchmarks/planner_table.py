@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from paper_sa_baseline import paper_sa  # noqa: E402
 
-from batch_runner.workloads.synthetic import TIGHTNESS_LEVELS, paper_mix  # noqa: E402
+from batch_runner.workloads.synthetic import TIGHTNESS_LEVELS, mix_problem, paper_mix  # noqa: E402
 from sajax import heuristics  # noqa: E402
 from sajax.metrics import attainment, goodput, slo_metrics  # noqa: E402
 from sajax.planner import PlanConfig, plan  # noqa: E402
@@ -144,14 +144,7 @@ def run_cell(level, case, args, model, log) -> dict:
 def warm_up(args, model) -> float:
     """Compile sajax's programs for this problem size once (same shapes as the timed runs)."""
     cols = paper_mix(args.n, seed=args.seed, tightness=1.0, model=model)
-    problem = make_problem(
-        cols["input_len"],
-        cols["output_len"],
-        cols["slo_e2e_ms"],
-        cols["slo_ttft_ms"],
-        cols["slo_tpot_ms"],
-        size=args.n,
-    )
+    problem = mix_problem(cols, size=args.n)
     t0 = time.perf_counter()
     for objective in args.objectives:
         cfg = PlanConfig(steps=PlanConfig().chunk_size, chains=args.chains, objective=objective)

@@ -247,8 +247,9 @@ def relaxed_order(problem, model, share: float | None = None) -> np.ndarray:
     share = float(np.asarray(model.slots)) if share is None else float(share)
     rows, work, deadline, _, timed = _relaxation(problem, model, share)
     front = rows[timed][on_time_set(work[timed], deadline[timed])]
-    rest = np.setdiff1d(rows, front)
-    alone = np.asarray(alone_time(problem, model).e2e_ms, np.float64)
-    rest = rest[np.argsort(alone[rest], kind="stable")]
+    rejected = np.ones(len(problem.mask), bool)
+    rejected[front] = False
     pad = np.flatnonzero(~np.asarray(problem.mask, bool))
-    return np.concatenate([front, rest, pad]).astype(np.int32)
+    priority = np.concatenate([front, rows[rejected[rows]], pad])
+    alone = np.asarray(alone_time(problem, model).e2e_ms, np.float64)
+    return _assemble(priority, rejected, alone, len(rows))

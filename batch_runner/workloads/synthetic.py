@@ -28,7 +28,7 @@ code the loosest. Levels at which FCFS attains about 70 / 40 / 15 / 5 % are meas
 ``benchmarks/results/fidelity.md`` (``TIGHTNESS_LEVELS``).
 
     cols = paper_mix(1000, seed=0, tightness=1.0)      # dict of NumPy columns
-    problem = make_problem(cols["input_len"], cols["output_len"], cols["slo_e2e_ms"], ...)
+    problem = mix_problem(cols)                         # a sajax Problem of those columns
 """
 
 from __future__ import annotations
@@ -100,3 +100,22 @@ def paper_mix(
         "slo_ttft_ms": np.where(chat, ttft + allowance, np.nan),
         "slo_tpot_ms": np.where(chat, tpot_factor * np.maximum(tpot, 1e-3), np.nan),
     }
+
+
+def mix_problem(cols: dict[str, np.ndarray], *, output_len=None, size: int | None = None):
+    """The ``sajax.problem.Problem`` of ``paper_mix`` columns (lengths and the three SLOs).
+
+    ``output_len`` replaces the columns' output lengths (e.g. actual lengths drawn around the
+    predicted ones); ``size`` is ``make_problem``'s padded size (default: its size bucket).
+    """
+    from sajax.problem import make_problem
+
+    out = cols["output_len"] if output_len is None else output_len
+    return make_problem(
+        cols["input_len"],
+        out,
+        cols["slo_e2e_ms"],
+        cols["slo_ttft_ms"],
+        cols["slo_tpot_ms"],
+        size=size,
+    )

@@ -75,20 +75,13 @@ def test_heuristic_plans_keep_exactly_their_heuristic_order():
     # `sajax plan --policy X` and the FCFS baseline of its summary: the plain heuristic order,
     # never the planner's best seed (blends, relaxed or triage orders would beat FCFS here).
     from batch_runner.planning import POLICY_SEEDS, _heuristic_plan
-    from batch_runner.workloads.synthetic import paper_mix
+    from batch_runner.workloads.synthetic import mix_problem, paper_mix
     from sajax import heuristics
-    from sajax.problem import make_problem
     from sajax.profiles import load_profile
 
     model = load_profile("gpu-7b-a100")
     cols = paper_mix(64, seed=0, tightness=0.55, model=model)
-    problem = make_problem(
-        cols["input_len"],
-        cols["output_len"],
-        cols["slo_e2e_ms"],
-        cols["slo_ttft_ms"],
-        cols["slo_tpot_ms"],
-    )
+    problem = mix_problem(cols)
     for policy in ("fcfs", "sjf", "edf"):
         result = _heuristic_plan(problem, model, policy)
         fn = getattr(heuristics, POLICY_SEEDS.get(policy, policy))

@@ -123,6 +123,18 @@ def test_robust_mode_scores_scenarios_and_reports_their_attainment():
     np.testing.assert_array_equal(scen[0], out)
 
 
+def _most_on_time(work, deadline) -> int:
+    """Brute force of ``1 || sum U_j``: the largest subset that, run in deadline order, is on
+    time."""
+    best = 0
+    for mask in itertools.product([False, True], repeat=len(work)):
+        idx = np.flatnonzero(mask)
+        idx = idx[np.argsort(deadline[idx])]
+        if np.all(np.cumsum(work[idx]) <= deadline[idx]):
+            best = max(best, len(idx))
+    return best
+
+
 def test_triage_and_moore_hodgson_push_misses_back_and_keep_a_permutation():
     order = np.array([0, 1, 2, 3, 4, 5])
     met = np.array([True, False, True, False, True, True])
@@ -192,13 +204,7 @@ def test_on_time_set_is_feasible_by_deadline_and_as_large_as_the_optimum():
         kept = on_time_set(work, deadline)
         assert np.all(np.diff(deadline[kept]) >= 0)  # by deadline
         assert np.all(np.cumsum(work[kept]) <= deadline[kept])  # each on time
-        best = 0  # brute force over subsets, each run in deadline order
-        for mask in itertools.product([False, True], repeat=n):
-            idx = np.flatnonzero(mask)
-            idx = idx[np.argsort(deadline[idx])]
-            if np.all(np.cumsum(work[idx]) <= deadline[idx]):
-                best = max(best, len(idx))
-        assert len(kept) == best
+        assert len(kept) == _most_on_time(work, deadline)
 
 
 def test_relaxed_order_puts_the_relaxations_on_time_set_first_by_deadline():
@@ -258,13 +264,7 @@ def test_max_on_time_matches_brute_force_on_one_machine():
         n = int(rng.integers(1, 7))
         work = rng.uniform(1, 10, n)
         deadline = rng.uniform(0, 25, n)
-        best = 0
-        for mask in itertools.product([False, True], repeat=n):
-            idx = np.flatnonzero(mask)
-            idx = idx[np.argsort(deadline[idx])]
-            if np.all(np.cumsum(work[idx]) <= deadline[idx]):
-                best = max(best, len(idx))
-        assert max_on_time(work, deadline) == best
+        assert max_on_time(work, deadline) == _most_on_time(work, deadline)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

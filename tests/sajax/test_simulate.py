@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from batch_runner.workloads.synthetic import paper_mix
+from batch_runner.workloads.synthetic import mix_problem, paper_mix
 from sajax.engine_model import make_engine_model
 from sajax.metrics import attainment, slo_metrics
 from sajax.problem import make_problem
@@ -128,13 +128,7 @@ def test_paper_mix_fidelity_and_attainment():
     n = 300
     model = load_profile("gpu-7b-a100")
     cols = paper_mix(n, seed=1, tightness=0.55, model=model)
-    problem = make_problem(
-        cols["input_len"],
-        cols["output_len"],
-        cols["slo_e2e_ms"],
-        cols["slo_ttft_ms"],
-        cols["slo_tpot_ms"],
-    )
+    problem = mix_problem(cols)
     order = np.random.default_rng(2).permutation(n)
     full = np.concatenate([order, np.arange(n, len(problem.mask))])
     t = simulate(jnp.asarray(full), problem, model)
