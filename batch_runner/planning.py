@@ -159,6 +159,7 @@ def _heuristic_plan(problem: Problem, model: EngineModel, policy: str) -> Plan:
         relaxed_shares=(),
         triage_rounds=0,
         max_passes=0,  # above PlanConfig.window rows: no window passes either
+        polish_rounds=0,  # and no latency polish
         caps=(int(model.slots),),
     )
     return plan(problem, model, config)

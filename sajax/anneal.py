@@ -377,6 +377,7 @@ def _anneal(
     stale = jnp.zeros((batch, chains), jnp.int32)
     hist_steps, hist_time, hist_best = [], [], []
     done, chunk, clock, stop_reason = 0, 0, 0, "steps"
+    chunk_s, chunk_end = 0.0, time.perf_counter()  # last chunk's duration (0: not known yet)
     last_t = _evaluate(schedule, np.zeros(1, np.int64), batch)[:, 0]
     while done < steps:
         length = min(chunk_size, steps - done)
@@ -412,7 +413,11 @@ def _anneal(
         chunk += 1
 
         best = np.asarray(jnp.min(state.best_energy, axis=1))
-        elapsed = time.perf_counter() - started
+        now = time.perf_counter()
+        elapsed = now - started
+        if chunk >= 2:  # the first chunk's time includes compilation
+            chunk_s = now - chunk_end
+        chunk_end = now
         hist_steps.append(done)
         hist_time.append(elapsed)
         hist_best.append(best)
@@ -434,7 +439,8 @@ def _anneal(
         if targets is not None and np.all(best <= targets):
             stop_reason = "target"
             break
-        if time_budget_s is not None and elapsed >= time_budget_s and done < steps:
+        # stop when the next chunk would end past the budget (a chunk is not interruptible)
+        if time_budget_s is not None and elapsed + chunk_s >= time_budget_s and done < steps:
             stop_reason = "time_budget"
             break
 
@@ -551,7 +557,8 @@ def anneal(
         all chains) from states reached by ``warmup_chunks`` chunks of greedy descent (the run
         itself starts from the seeds, not from these states).
       time_budget_s: stop between chunks once this many wall-clock seconds (from the call,
-        compilation included) have passed; the schedule follows the budget's clock.
+        compilation included) have passed, or when the next chunk (timed as the last one) would
+        end past them; the schedule follows the budget's clock.
       target_energy: stop between chunks once the best energy is <= this.
       callback: called with a ``Progress`` after each chunk; returning True stops the run.
     """

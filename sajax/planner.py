@@ -24,6 +24,9 @@ Steps:
    The best order of each chain is re-scored *exactly* (``tau=0``, KV check) and the best
    (order, cap) pair wins; a seed that beats every annealed order is kept (the plan is never
    worse than its best seed under the planner's own model).
+   Then the latency polish (``polish``, ``sajax.triage.pull_forward``): shortest-first with
+   the winner's predicted hits pulled forward only as far as they need; a round's order
+   replaces the winner only if it scores better (``summary.polished``).
 3. Large jobs (more than ``config.window`` requests) are decomposed: ``sajax.decompose``.
 
 Time budget and determinism. Without ``time_budget_s`` the plan is a deterministic function of
@@ -62,7 +65,14 @@ from sajax.objectives.slo import ObjectiveParams, get_objective, objective_param
 from sajax.problem import Problem, bucket_size
 from sajax.robust import length_scenarios
 from sajax.simulate import simulate
-from sajax.triage import accepted_count, moore_hodgson, push_back, refill, relaxed_order
+from sajax.triage import (
+    accepted_count,
+    moore_hodgson,
+    pull_forward,
+    push_back,
+    refill,
+    relaxed_order,
+)
 
 DEFAULT_SEEDS = ("fcfs", "sjf", "edf", "least_slack")
 DEFAULT_STEPS = 2_000  # steps per chain without a time budget
@@ -87,6 +97,7 @@ class PlanConfig:
     relaxed_shares: tuple[int, ...] = (1, 8, 32)
     triage_rounds: int = 3  # > 0: Moore-Hodgson / push-back seeds (sajax.triage); 0: none
     refill_share: float = 0.3  # of the budget, at most, for greedy re-insertion (0 = none)
+    polish_rounds: int = 40  # latency polish of the plan (sajax.triage.pull_forward); 0 = off
     scenarios: int = 0  # robust mode: output-length scenarios per order (0 = point estimate)
     length_sigma: float = 0.5  # log-normal sigma of the scenarios
     window: int = 2_048  # above this many requests, plan in windows (sajax.decompose)
@@ -94,7 +105,7 @@ class PlanConfig:
     window_chains: int = 2  # chains per window
     window_steps: int = 4_000  # steps per chain and pass (the budget may cut it)
     max_passes: int = 4  # window passes (alternately shifted by half a window)
-    chunk_size: int = 64  # annealing steps per jitted chunk
+    chunk_size: int = 16  # annealing steps per jitted chunk (a time budget ends between chunks)
     # start / end temperature, as multiples of a small uphill move (the 10 % quantile of
     # uphill deltas seen at the chains' seeds); the seeds are near local optima, where that
     # move is small, hence the hot start (brute force, n <= 8: 10 -> 195-197/200, 50 -> 199-200)
@@ -139,6 +150,7 @@ class PlanSummary(NamedTuple):
     windows: int  # 0 = one permutation of every request; else windows per pass
     scenarios: int
     robust_attainment: float  # mean attainment over the scenarios (NaN without robust mode)
+    polished: bool = False  # the latency polish (pull_forward) improved the annealed order
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._asdict().items()}
@@ -569,6 +581,10 @@ def _plan_small(cp, n_real, model, config, key, started):
     cap_energy = {int(caps[i]): float(e_seed[i].min()) for i in range(len(caps))}
     for i, cap in enumerate(fin_caps):
         cap_energy[int(cap)] = float(min(cap_energy[int(cap)], e_cand[i].min()))
+    polished = polish(best_order, best_cap, cp, n_real, model, exact, exact_data, config, started)
+    if polished is not None and polished[1] < best_e:
+        best_order, best_e = polished
+        cap_energy[int(best_cap)] = min(cap_energy[int(best_cap)], best_e)
     info = dict(
         best_seed=best_seed,
         seed_energy=seed_energy,
@@ -579,8 +595,32 @@ def _plan_small(cp, n_real, model, config, key, started):
         windows=0,
         data=data,
         energy_fn=exact,
+        polished=polished is not None and best_e == polished[1],
     )
     return best_order, int(best_cap), info
+
+
+def polish(order, cap, cp, n_real, model, exact, exact_data, config, started):
+    """The latency polish (``sajax.triage.pull_forward``) of ``order`` at ``cap``: its rounds'
+    orders scored exactly; returns (best order, its energy), or None (off or no time left)."""
+    if config.polish_rounds <= 0:
+        return None
+    until = None
+    if config.time_budget_s is not None:
+        until = started + config.time_budget_s - _finish_reserve(config, polish=False)
+    cap_model = with_cap(model, cap)
+
+    def met_fn(o):
+        return np.asarray(_metrics(*predict(o, cp, cap_model, exact), cp).met)
+
+    rounds = pull_forward(
+        order, met_fn, alone_time_ms(cp, model), n_real, rounds=config.polish_rounds, deadline=until
+    )
+    if not rounds:
+        return None
+    energies = score_orders(exact, np.stack(rounds), exact_data, [cap])[0]
+    k = int(np.argmin(energies))
+    return rounds[k], float(energies[k])
 
 
 _timings_jit = jax.jit(timings, static_argnums=(3, 4))
@@ -647,9 +687,14 @@ def run_search(energy, key, n, data, init, n_valid, config, started, n_valid_bat
     return res, int(res.steps), "time_budget" if res.stop_reason == "time_budget" else "steps"
 
 
-def _finish_reserve(config) -> float:
-    """Seconds of the budget kept for re-scoring candidates and the final simulation."""
-    return min(0.5, 0.05 * config.time_budget_s)
+def _finish_reserve(config, polish: bool = True) -> float:
+    """Seconds of the budget kept for re-scoring candidates and the final simulation, plus
+    (``polish``) for the latency polish, which may run until only the former is left (the
+    search's last chunk often overruns its deadline a little)."""
+    reserve = min(0.25, 0.025 * config.time_budget_s)
+    if polish and config.polish_rounds > 0:
+        reserve += min(0.5, 0.05 * config.time_budget_s)
+    return reserve
 
 
 def _metrics(first, finish, cp: Problem, output_len=None):
@@ -707,6 +752,7 @@ def _finish(problem, rows, cp, n_real, model, config, order_c, cap, info, starte
         windows=int(info["windows"]),
         scenarios=config.scenarios,
         robust_attainment=robust_att,
+        polished=bool(info.get("polished", False)),
     )
     return Plan(
         order=rows[np.asarray(order_c)[:n_real]].astype(np.int64),

@@ -6,7 +6,9 @@ latency -- G's denominator -- low). Constructions over a priority order ``pi`` (
 slack, ...), each driven by a ``met_fn(order) -> (N,) bool`` (the fast model's prediction):
 
 ``triage`` (one shot): the requests predicted to miss under ``pi`` move to the back;
-``push_back`` repeats it, a few misses at a time, until no kept miss is ahead of a hit.
+``push_back`` repeats it, a few misses at a time, until no kept miss is ahead of a hit;
+``pull_forward`` goes the other way for a finished plan: shortest-first for everyone, with the
+plan's hits pulled forward only as far as they need (the latency polish).
 
 ``moore_hodgson`` (Moore & Hodgson 1968, the optimal rule for the number of late jobs on one
 machine, applied to the batch engine): keep ``pi`` for the accepted requests, simulate, and at
@@ -118,6 +120,50 @@ def push_back(
         rejected[order[ahead]] = True
         order = _assemble(priority, rejected, alone_ms, n_real)
     return order
+
+
+def pull_forward(
+    order: np.ndarray,
+    met_fn: MetFn,
+    alone_ms: np.ndarray,
+    n_real: int,
+    *,
+    rounds: int = 40,
+    first_step: float = 4.0,
+    deadline: float | None = None,
+) -> list[np.ndarray]:
+    """Latency polish: shortest-first, except that the requests ``order`` gets on time are
+    pulled forward only as far as they need to stay on time.
+
+    Every real request is ranked by alone-time (shortest first, the order that minimises summed
+    latency). The requests predicted to meet their SLO under ``order`` (the "hits") that miss
+    under the current ranking move forward by a step that doubles each round they still miss;
+    re-simulate, repeat. Returns the order of every round (the first is plain shortest-first);
+    the caller scores them and keeps the best -- a hit that cannot be saved this way simply
+    stays a miss in the later rounds. ``order`` itself is not among them.
+    """
+    import time
+
+    order = np.asarray(order)
+    alone_ms = np.asarray(alone_ms, np.float64)
+    head = order[:n_real]
+    hit = np.zeros(len(order), bool)
+    hit[head] = np.asarray(met_fn(order), bool)[head]
+    key = np.empty(len(order))
+    key[head[np.argsort(alone_ms[head], kind="stable")]] = np.arange(n_real)
+    step = np.full(len(order), float(first_step))
+    out = []
+    for _ in range(rounds):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        cand = np.concatenate([head[np.argsort(key[head], kind="stable")], order[n_real:]])
+        out.append(cand.astype(np.int32))
+        late = hit & ~np.asarray(met_fn(cand), bool)
+        if not late.any():
+            break
+        key[late] -= step[late]
+        step[late] *= 2.0
+    return out
 
 
 def accepted_count(order: np.ndarray, met: np.ndarray, n_real: int) -> int:

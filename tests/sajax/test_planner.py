@@ -22,6 +22,7 @@ from sajax.triage import (
     max_on_time,
     moore_hodgson,
     on_time_set,
+    pull_forward,
     push_back,
     relaxed_order,
     triage,
@@ -193,6 +194,65 @@ def test_push_back_stops_when_only_moved_back_requests_miss_ahead_of_a_hit():
     out = push_back(np.arange(4, dtype=np.int32), met_fn, work, 4, per_round=4)
     assert sorted(out.tolist()) == [0, 1, 2, 3]
     assert len(calls) <= 4  # each round moves at least one request back
+
+
+def _one_machine(work, deadline):
+    def met_fn(o):
+        met = np.zeros(len(o), bool)
+        real = o[: len(work)]
+        met[real] = np.cumsum(work[real]) <= deadline[real]
+        return met
+
+    return met_fn
+
+
+def test_pull_forward_starts_shortest_first_and_pulls_a_late_hit_only_as_far_as_it_needs():
+    # Row 0 (work 5) is on time only near the front; rows 1-3 have no deadline; row 4 is padding.
+    work = np.array([5.0, 1.0, 2.0, 3.0])
+    deadline = np.array([7.0, np.inf, np.inf, np.inf])
+    order = np.array([0, 1, 2, 3, 4], np.int32)
+    rounds = pull_forward(order, _one_machine(work, deadline), work, 4, first_step=1.0)
+    # shortest first; row 0 late (finishes at 11) -> one place forward (10) -> two more (8)
+    # -> four more: first, on time (5) and done. Padding stays at the tail throughout.
+    assert [r.tolist() for r in rounds] == [
+        [1, 2, 3, 0, 4],
+        [1, 2, 0, 3, 4],
+        [0, 1, 2, 3, 4],
+    ]
+    # only as far as needed: with a looser deadline it stops one place from the back
+    loose = _one_machine(work, np.array([10.0, *deadline[1:]]))
+    rounds = pull_forward(order, loose, work, 4, first_step=1.0)
+    assert [r.tolist() for r in rounds] == [[1, 2, 3, 0, 4], [1, 2, 0, 3, 4]]
+
+
+def test_pull_forward_rounds_are_permutations_and_keep_hits_they_can():
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        n = 10
+        work = rng.uniform(1, 10, n)
+        deadline = rng.uniform(5, 40, n)
+        met_fn = _one_machine(work, deadline)
+        start = rng.permutation(n).astype(np.int32)
+        rounds = pull_forward(start, met_fn, work, n, rounds=30)
+        assert 1 <= len(rounds) <= 30
+        for r in rounds:
+            assert sorted(r.tolist()) == list(range(n))
+        np.testing.assert_array_equal(rounds[0], np.argsort(work, kind="stable"))
+        if len(rounds) < 30:  # it stopped early: every hit of the start is on time again
+            assert np.all(met_fn(rounds[-1])[met_fn(start)])
+
+
+def test_latency_polish_never_worsens_the_plan_and_heuristic_plans_skip_it():
+    for seed, polishes in ((14, True), (12, False)):  # (checked: it helps one, not the other)
+        inp, out, slo = _instance(40, seed, tight=1.0)
+        problem = make_problem(inp, out, slo_e2e_ms=slo)
+        polished = plan(problem, MODEL, FAST, jax.random.key(5))
+        off = plan(problem, MODEL, dataclasses.replace(FAST, polish_rounds=0), jax.random.key(5))
+        assert polished.summary.polished == polishes and not off.summary.polished
+        if polishes:
+            assert polished.summary.energy < off.summary.energy
+        else:
+            np.testing.assert_array_equal(polished.order, off.order)
 
 
 def test_on_time_set_is_feasible_by_deadline_and_as_large_as_the_optimum():
