@@ -31,7 +31,10 @@ built at the start of each chunk and the cached energies are recomputed in full 
 Proposals. With ``proposals=K`` a step scores K moves from one state and takes the first that
 passes (exact sequential Metropolis, vectorised). ``AnnealResult.proposed`` counts the
 sequential Metropolis steps the chains stood for (the taken proposal's index plus one, or K when
-none passed), ``evaluated`` every scored move.
+none passed), ``evaluated`` every scored move. ``select="best"`` takes the lowest-energy
+proposal among those that pass instead: no longer sequential Metropolis (each step is a
+greedy choice among up to K Metropolis-accepted moves), but it reaches low energies sooner
+(weighted tardiness at n = 1000: BENCHMARKS.md, annealer); a step then counts as K.
 
 Restarts. A chain whose own best has not improved for ``restart_patience`` chunks jumps to the
 best permutation of its instance (its own best is kept).
@@ -66,7 +69,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sajax.incremental import IncrementalEnergy, delta_step_from_uniforms
-from sajax.kernel import AnnealState, init, step_from_uniforms
+from sajax.kernel import SELECT, AnnealState, init, step_from_uniforms
 from sajax.moves import MoveMix, draw_move, move_mix
 from sajax.schedules import Schedule, auto_range, geometric, ladder
 
@@ -150,9 +153,9 @@ def _init_states(perms, data, *, energy_fn, data_batched):
     return _map_chains(one, data_batched)(perms, dummy, dummy, data, jnp.zeros(b))
 
 
-@partial(jax.jit, static_argnames=("energy_fn", "data_batched", "proposals"))
+@partial(jax.jit, static_argnames=("energy_fn", "data_batched", "proposals", "select"))
 def _run_chunk(
-    key, state, temps, active, data, n_valid, probs, *, energy_fn, data_batched, proposals
+    key, state, temps, active, data, n_valid, probs, *, energy_fn, data_batched, proposals, select
 ):
     """Scan ``L`` steps of every chain: temps (B, C, L), active (L,) bool, n_valid (B,)."""
 
@@ -160,7 +163,7 @@ def _run_chunk(
         def body(s, x):
             u_l, t_l, a_l = x
             new, info = step_from_uniforms(
-                u_l, s, t_l, d, energy_fn=energy_fn, probs=probs, n_valid=nv
+                u_l, s, t_l, d, energy_fn=energy_fn, probs=probs, n_valid=nv, select=select
             )
             new = jax.tree.map(lambda a, b: jnp.where(a_l, a, b), new, s)
             return new, (info.accepted & a_l, info.improved & a_l, info.sequential * a_l)
@@ -173,7 +176,16 @@ def _run_chunk(
             s, cache = carry
             u_l, t_l, a_l = x
             s, cache, info = delta_step_from_uniforms(
-                u_l, s, cache, t_l, d, inc=energy_fn, probs=probs, n_valid=nv, active=a_l
+                u_l,
+                s,
+                cache,
+                t_l,
+                d,
+                inc=energy_fn,
+                probs=probs,
+                n_valid=nv,
+                active=a_l,
+                select=select,
             )
             return (s, cache), (info.accepted, info.improved, info.sequential * a_l)
 
@@ -312,6 +324,7 @@ def _anneal(
     restart_patience: int | None,
     chunk_size: int,
     proposals: int,
+    select: str,
     warmup_chunks: int,
     warmup_samples: int | None,
     time_budget_s: float | None,
@@ -324,6 +337,8 @@ def _anneal(
     incremental = isinstance(energy_fn, IncrementalEnergy)
     if proposals < 1:
         raise ValueError(f"need proposals >= 1, got {proposals}")
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {SELECT}, got {select!r}")
     if data is None and not incremental:
         energy_fn = _IgnoreData(energy_fn)
     probs = (moves or move_mix()).probs
@@ -332,7 +347,7 @@ def _anneal(
         raise ValueError(f"n_valid must be in 1..{n}; got {n_valid}")
     n_valid_b = jnp.asarray(n_valid_b, jnp.int32)
     static = dict(energy_fn=energy_fn, data_batched=data_batched)
-    chunk_static = dict(static, proposals=proposals)
+    chunk_static = dict(static, proposals=proposals, select=select)
 
     key_seed, key_warm, key_run, key_swap = jax.random.split(key, 4)
     perms = _seed_perms(key_seed, init_perms, batch, chains, n, np.asarray(n_valid_b))
@@ -517,6 +532,7 @@ def anneal(
     restart_patience: int | None = None,
     chunk_size: int = 256,
     proposals: int = 1,
+    select: str = "first",
     warmup_chunks: int = 1,
     warmup_samples: int | None = None,
     time_budget_s: float | None = None,
@@ -552,6 +568,8 @@ def anneal(
         compile-time shape. ``steps`` counts steps, so a chain evaluates ``steps * K`` moves.
         Pays most with an ``IncrementalEnergy``, whose proposals are cheap (K = 16-32 on a
         CPU at n = 1000).
+      select: ``"first"`` (default: the first proposal that passes, exact sequential
+        Metropolis) or ``"best"`` (the lowest-energy one that passes; module doc). Static.
       warmup_chunks, warmup_samples: the automatic temperature range is measured on
         ``warmup_samples`` random moves per chain (default: at least 32, and at least 512 over
         all chains) from states reached by ``warmup_chunks`` chunks of greedy descent (the run
@@ -591,6 +609,7 @@ def anneal_many(
     restart_patience: int | None = None,
     chunk_size: int = 256,
     proposals: int = 1,
+    select: str = "first",
     warmup_chunks: int = 1,
     warmup_samples: int | None = None,
     time_budget_s: float | None = None,
@@ -616,7 +635,7 @@ def anneal_many(
 def _options(scope: dict) -> dict:
     names = (
         "chains steps init_perms n_valid schedule temperature_range moves ladder_ratio "
-        "exchange restart_patience chunk_size proposals warmup_chunks warmup_samples "
+        "exchange restart_patience chunk_size proposals select warmup_chunks warmup_samples "
         "time_budget_s target_energy callback"
     ).split()
     return {k: scope[k] for k in names}

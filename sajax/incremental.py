@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sajax.kernel import AnnealState, StepInfo, metropolis_accept
+from sajax.kernel import AnnealState, StepInfo, metropolis_accept, pick
 from sajax.moves import apply_move, draw_move
 
 
@@ -72,13 +72,16 @@ def delta_step_from_uniforms(
     probs: jax.Array,
     n_valid: jax.Array | None = None,
     active: jax.Array | bool = True,
+    select: str = "first",
 ) -> tuple[AnnealState, Any, StepInfo]:
     """One step of one chain driven by ``u``: (K, 4) uniforms in [0, 1) (kind, i, j, accept).
 
     K proposals from the same state are scored by ``inc.move_delta`` and the first that passes
     is taken (module doc). ``active=False`` scores them but changes nothing (padding steps of a
-    chunk). Returns the new state, the new cache and the ``StepInfo`` of the taken (or first)
-    proposal; its ``sequential`` is how many sequential Metropolis steps the step stands for.
+    chunk). ``select="best"`` takes the lowest-energy proposal that passes instead
+    (``sajax.kernel.pick``). Returns the new state, the new cache and the ``StepInfo`` of the
+    taken (or first) proposal; its ``sequential`` is how many sequential Metropolis steps the
+    step stands for (K for ``"best"``).
     """
     n = state.perm.shape[0]
     n_valid = n if n_valid is None else n_valid
@@ -87,7 +90,7 @@ def delta_step_from_uniforms(
     deltas = jnp.asarray(deltas, jnp.float32)
     proposed = state.energy + deltas
     passed = metropolis_accept(u[:, 3], state.energy, proposed, temperature)
-    first = jnp.argmax(passed)  # 0 when none passed
+    first = pick(passed, deltas, select)  # 0 when none passed
     accepted = passed[first] & active
     energy = proposed[first]
     improved = accepted & (energy < state.best_energy)  # False for NaN
@@ -106,6 +109,7 @@ def delta_step_from_uniforms(
     # A real branch for one chain (the commit is skipped when nothing passed); under vmap over
     # chains JAX turns it into a select of both sides.
     new_state, cache = jax.lax.cond(accepted, commit, lambda sc: sc, (state, cache))
-    sequential = jnp.where(passed[first], first + 1, u.shape[0]).astype(jnp.int32)
+    taken = first + 1 if select == "first" else u.shape[0]
+    sequential = jnp.where(passed[first], taken, u.shape[0]).astype(jnp.int32)
     info = StepInfo(kind[first], energy, deltas[first], accepted, improved, sequential)
     return new_state, cache, info

@@ -10,8 +10,8 @@ import pytest
 
 import sajax
 from sajax.incremental import IncrementalEnergy, delta_step_from_uniforms
-from sajax.kernel import init, step_from_uniforms
-from sajax.moves import INSERT, REVERSE, SWAP, apply_move, move_mix
+from sajax.kernel import init, metropolis_accept, pick, step_from_uniforms
+from sajax.moves import INSERT, REVERSE, SWAP, apply_move, draw_move, move_mix
 from sajax.objectives.weighted_tardiness import (
     WEIGHTED_TARDINESS,
     weighted_tardiness,
@@ -82,6 +82,51 @@ def test_k_proposals_equal_sequential_plain_steps_until_first_acceptance():
         fresh = INC.init_cache(new.perm, DATA)
         for leaf, cached in zip(fresh, cache, strict=True):
             np.testing.assert_array_equal(leaf, cached)  # the cache follows the permutation
+
+
+def test_best_select_takes_the_lowest_energy_proposal_that_passes():
+    """select="best": the delta step and the plain K-proposal step both take the lowest-energy
+    proposal among those that pass their Metropolis test (scored here in NumPy)."""
+    best = jax.jit(partial(delta_step_from_uniforms, inc=INC, probs=PROBS, select="best"))
+    plain = jax.jit(partial(step_from_uniforms, energy_fn=INC.energy, probs=PROBS, select="best"))
+    took_a_later_one = 0
+    for seed in range(20):
+        perm = jnp.asarray(np.random.default_rng(seed).permutation(N), jnp.int32)
+        state = init(perm, INC.energy, DATA)
+        u = jax.random.uniform(jax.random.key(seed), (6, 4))
+        temperature = 3.0 if seed % 2 else 300.0
+        new, cache, info = best(u, state, INC.init_cache(perm, DATA), temperature, DATA)
+        moved, energy = [], []
+        for k in range(6):
+            kind, i, j = draw_move(u[k, :3], N, PROBS)
+            moved.append(np.asarray(apply_move(perm, kind, i, j)))
+            energy.append(weighted_tardiness_numpy(moved[-1], *PWD))
+        energy = np.array(energy, np.float32)
+        passed = np.asarray(metropolis_accept(u[:, 3], state.energy, energy, temperature))
+        if passed.any():
+            k = int(np.argmin(np.where(passed, energy, np.inf)))
+            took_a_later_one += k > int(np.argmax(passed))
+            np.testing.assert_array_equal(new.perm, moved[k])
+            assert float(new.energy) == energy[k] and bool(info.accepted)
+        else:
+            np.testing.assert_array_equal(new.perm, perm)
+        assert int(info.sequential) == 6
+        ref, _ = plain(u, state, temperature, DATA)
+        np.testing.assert_array_equal(ref.perm, new.perm)
+        fresh = INC.init_cache(new.perm, DATA)
+        for leaf, cached in zip(fresh, cache, strict=True):
+            np.testing.assert_array_equal(leaf, cached)
+    assert took_a_later_one > 0  # the rule differs from "first" on these draws
+
+
+def test_pick_first_and_best():
+    passed = jnp.array([False, True, True, False])
+    energies = jnp.array([0.0, 5.0, 3.0, 1.0])
+    assert int(pick(passed, energies, "first")) == 1
+    assert int(pick(passed, energies, "best")) == 2
+    assert int(pick(jnp.zeros(4, bool), energies, "best")) == 0
+    with pytest.raises(ValueError, match="select"):
+        pick(passed, energies, "worst")
 
 
 @partial(jax.jit, static_argnames=("steps", "k"))
@@ -158,6 +203,18 @@ def test_driver_is_consistent_deterministic_and_improves():
     assert np.all(a.accepted <= a.proposed)
     r = sajax.anneal(INC, jax.random.key(2), N, data=DATA, steps=300, restart_patience=1, **OPTS)
     check_consistent(r)
+
+
+def test_driver_with_best_select_is_consistent_and_deterministic():
+    a = sajax.anneal(INC, jax.random.key(0), N, data=DATA, steps=640, select="best", **OPTS)
+    b = sajax.anneal(INC, jax.random.key(0), N, data=DATA, steps=640, select="best", **OPTS)
+    first = sajax.anneal(INC, jax.random.key(0), N, data=DATA, steps=640, **OPTS)
+    check_consistent(a)
+    np.testing.assert_array_equal(a.final_perm, b.final_perm)
+    assert not np.array_equal(a.final_perm, first.final_perm)
+    assert np.all(a.proposed == 640 * 4)  # every step counts as K
+    with pytest.raises(ValueError, match="select"):
+        sajax.anneal(INC, jax.random.key(0), N, data=DATA, steps=64, select="worst", **OPTS)
 
 
 @pytest.mark.parametrize("chains", [1, 8])  # 1: the driver's no-vmap path
