@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--chunk-size", type=int, default=500)
     parser.add_argument("--proposals", type=int, default=1)
+    parser.add_argument("--select", choices=("first", "best"), default="first")
     parser.add_argument("--restart-patience", type=int, default=0, help="0: no restarts")
     parser.add_argument("--t-start", type=float, default=0.1)
     parser.add_argument("--t-end", type=float, default=0.003)
@@ -100,6 +101,7 @@ def main() -> None:
             steps=args.steps,
             chunk_size=args.chunk_size,
             proposals=args.proposals,
+            select=args.select,
             restart_patience=args.restart_patience or None,
             temperature_range=(args.t_start, args.t_end),
         )

@@ -392,7 +392,8 @@ def _anneal(
     stale = jnp.zeros((batch, chains), jnp.int32)
     hist_steps, hist_time, hist_best = [], [], []
     done, chunk, clock, stop_reason = 0, 0, 0, "steps"
-    chunk_s, chunk_end = 0.0, time.perf_counter()  # last chunk's duration (0: not known yet)
+    # durations of the recent chunks; their median predicts the next one (0 while unknown)
+    recent_s, chunk_end = [], time.perf_counter()
     last_t = _evaluate(schedule, np.zeros(1, np.int64), batch)[:, 0]
     while done < steps:
         length = min(chunk_size, steps - done)
@@ -431,8 +432,9 @@ def _anneal(
         now = time.perf_counter()
         elapsed = now - started
         if chunk >= 2:  # the first chunk's time includes compilation
-            chunk_s = now - chunk_end
+            recent_s = [*recent_s[-2:], now - chunk_end]
         chunk_end = now
+        chunk_s = float(np.median(recent_s)) if recent_s else 0.0
         hist_steps.append(done)
         hist_time.append(elapsed)
         hist_best.append(best)
@@ -454,7 +456,7 @@ def _anneal(
         if targets is not None and np.all(best <= targets):
             stop_reason = "target"
             break
-        # stop when the next chunk would end past the budget (a chunk is not interruptible)
+        # stop when the next chunk (the median of the last three) would end past the budget
         if time_budget_s is not None and elapsed + chunk_s >= time_budget_s and done < steps:
             stop_reason = "time_budget"
             break
@@ -575,8 +577,8 @@ def anneal(
         all chains) from states reached by ``warmup_chunks`` chunks of greedy descent (the run
         itself starts from the seeds, not from these states).
       time_budget_s: stop between chunks once this many wall-clock seconds (from the call,
-        compilation included) have passed, or when the next chunk (timed as the last one) would
-        end past them; the schedule follows the budget's clock.
+        compilation included) have passed, or when the next chunk (timed as the median of the
+        last three) would end past them; the schedule follows the budget's clock.
       target_energy: stop between chunks once the best energy is <= this.
       callback: called with a ``Progress`` after each chunk; returning True stops the run.
     """

@@ -223,7 +223,11 @@ def _pass_config(config, remaining, passes):
     left = max(config.max_passes - passes, 1)
     budget = None if remaining is None else max(remaining / left, 1e-3)
     return dataclasses.replace(
-        config, chains=config.window_chains, steps=config.window_steps, time_budget_s=budget
+        config,
+        chains=config.window_chains,
+        steps=config.window_steps,
+        time_budget_s=budget,
+        polish_rounds=0,  # windows are not polished: keep no time for it
     )
 
 

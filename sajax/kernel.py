@@ -89,7 +89,8 @@ def pick(passed: jax.Array, energies: jax.Array, select: str = "first") -> jax.A
     if select == "first":
         return jnp.argmax(passed)
     if select == "best":
-        return jnp.argmin(jnp.where(passed, energies, jnp.inf))
+        best = jnp.argmin(jnp.where(passed, energies, jnp.inf))
+        return jnp.where(passed[best], best, jnp.argmax(passed))  # all +inf: the first
     raise ValueError(f"select must be one of {SELECT}, got {select!r}")
 
 

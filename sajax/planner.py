@@ -150,7 +150,7 @@ class PlanSummary(NamedTuple):
     windows: int  # 0 = one permutation of every request; else windows per pass
     scenarios: int
     robust_attainment: float  # mean attainment over the scenarios (NaN without robust mode)
-    polished: bool = False  # the latency polish (pull_forward) improved the annealed order
+    polished: bool = False  # the latency polish (pull_forward) beat the best order found before
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._asdict().items()}
@@ -582,7 +582,8 @@ def _plan_small(cp, n_real, model, config, key, started):
     for i, cap in enumerate(fin_caps):
         cap_energy[int(cap)] = float(min(cap_energy[int(cap)], e_cand[i].min()))
     polished = polish(best_order, best_cap, cp, n_real, model, exact, exact_data, config, started)
-    if polished is not None and polished[1] < best_e:
+    won = polished is not None and polished[1] < best_e
+    if won:
         best_order, best_e = polished
         cap_energy[int(best_cap)] = min(cap_energy[int(best_cap)], best_e)
     info = dict(
@@ -595,7 +596,7 @@ def _plan_small(cp, n_real, model, config, key, started):
         windows=0,
         data=data,
         energy_fn=exact,
-        polished=polished is not None and best_e == polished[1],
+        polished=won,
     )
     return best_order, int(best_cap), info
 

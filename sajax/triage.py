@@ -138,12 +138,17 @@ def pull_forward(
     Every real request is ranked by alone-time (shortest first, the order that minimises summed
     latency). The requests predicted to meet their SLO under ``order`` (the "hits") that miss
     under the current ranking move forward by a step that doubles each round they still miss;
-    re-simulate, repeat. Returns the order of every round (the first is plain shortest-first);
-    the caller scores them and keeps the best -- a hit that cannot be saved this way simply
-    stays a miss in the later rounds. ``order`` itself is not among them.
+    re-simulate, repeat until no such hit misses, ``rounds`` rounds, or ``deadline``
+    (``time.perf_counter()``). Returns the order of every round (the first is plain
+    shortest-first; none if the deadline has passed); the caller scores them and keeps the
+    best. A hit that cannot be saved keeps moving forward (to the head, where it may delay
+    others), so later rounds can be worse than earlier ones: hence all rounds are returned.
+    ``order`` itself is not among them.
     """
     import time
 
+    if deadline is not None and time.perf_counter() > deadline:
+        return []
     order = np.asarray(order)
     alone_ms = np.asarray(alone_ms, np.float64)
     head = order[:n_real]

@@ -107,6 +107,33 @@ def test_stop_rules_and_progress_callback():
     assert r.stop_reason == "target" and r.best_energy <= loose
 
 
+class _TickClock:
+    """A stand-in for ``time`` in ``sajax.anneal``: every ``perf_counter()`` call is one second
+    later than the one before."""
+
+    def __init__(self):
+        self.now = -1.0
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_time_budget_stops_before_a_chunk_that_would_end_past_it(monkeypatch):
+    import sys
+
+    clock = _TickClock()
+    monkeypatch.setattr(sys.modules["sajax.anneal"], "time", clock)
+    # clock: start 0, then 1 before chunk 1; chunks end at 2, 3, 4, ... Chunk 1's time is not
+    # used (compilation); after chunk 2, elapsed 3 + a 1-tick chunk reaches a budget of 3.5:
+    # stop there, where the old rule (elapsed >= budget) ran a third chunk.
+    r = sajax.anneal(ENERGY, jax.random.key(5), N, data=DATA, steps=1000, time_budget_s=3.5, **OPTS)
+    assert r.stop_reason == "time_budget" and r.chunks == 2
+    clock.now = -1.0
+    r = sajax.anneal(ENERGY, jax.random.key(5), N, data=DATA, steps=1000, time_budget_s=4.5, **OPTS)
+    assert r.stop_reason == "time_budget" and r.chunks == 3
+
+
 def test_restarts_and_replica_exchange_keep_the_state_consistent():
     r = sajax.anneal(
         ENERGY,

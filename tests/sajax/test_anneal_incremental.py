@@ -125,6 +125,9 @@ def test_pick_first_and_best():
     assert int(pick(passed, energies, "first")) == 1
     assert int(pick(passed, energies, "best")) == 2
     assert int(pick(jnp.zeros(4, bool), energies, "best")) == 0
+    # +inf proposals from a +inf state pass; "best" then takes the first of them, as "first"
+    inf = jnp.full(4, jnp.inf)
+    assert int(pick(jnp.array([False, True, True, False]), inf, "best")) == 1
     with pytest.raises(ValueError, match="select"):
         pick(passed, energies, "worst")
 

@@ -242,7 +242,7 @@ def test_pull_forward_rounds_are_permutations_and_keep_hits_they_can():
             assert np.all(met_fn(rounds[-1])[met_fn(start)])
 
 
-def test_latency_polish_never_worsens_the_plan_and_heuristic_plans_skip_it():
+def test_latency_polish_is_kept_only_when_it_scores_better():
     for seed, polishes in ((14, True), (12, False)):  # (checked: it helps one, not the other)
         inp, out, slo = _instance(40, seed, tight=1.0)
         problem = make_problem(inp, out, slo_e2e_ms=slo)
@@ -253,6 +253,11 @@ def test_latency_polish_never_worsens_the_plan_and_heuristic_plans_skip_it():
             assert polished.summary.energy < off.summary.energy
         else:
             np.testing.assert_array_equal(polished.order, off.order)
+    # a shortest-first plan is its own first polish round: a tie, not reported as polished
+    inp, out, slo = _instance(40, 12, tight=0.01)
+    problem = make_problem(inp, out, slo_e2e_ms=slo)
+    sjf = plan(problem, MODEL, dataclasses.replace(FAST, steps=0, seeds=("sjf",), blends=False))
+    assert sjf.summary.best_seed == "sjf" and not sjf.summary.polished
 
 
 def test_on_time_set_is_feasible_by_deadline_and_as_large_as_the_optimum():
