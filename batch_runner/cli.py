@@ -173,6 +173,14 @@ def _engine_option(help_text: str, choices: tuple[str, ...] = ENGINES) -> Callab
     "--summary-json", type=_file, default=None, help="Also write the job summary as JSON here."
 )
 @click.option("--report", type=_file, default=None, help="Also write an HTML report here.")
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=0.0),
+    default=600.0,
+    show_default=True,
+    help="Seconds without any event from the engine, while requests are in flight, after which "
+    "the engine counts as dead (exit 3; finished rows are saved, --resume continues); 0 = never.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def batch_main(
     input_path: Path,
@@ -192,6 +200,7 @@ def batch_main(
     on_bad_rows: str,
     summary_json: Path | None,
     report: Path | None,
+    stall_timeout: float,
     quiet: bool,
 ) -> None:
     """Plan and run a batch of LLM requests (INPUT, Parquet) so that as many as possible meet
@@ -238,6 +247,7 @@ def batch_main(
         summary_json=summary_json,
         report=report,
         quiet=quiet,
+        stall_timeout=stall_timeout,
     )
     result = job.run_job(config, requests=requests)
     if isinstance(result, int) and not isinstance(result, bool) and result != 0:

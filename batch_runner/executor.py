@@ -16,7 +16,10 @@ Failures. A request whose attempt fails (a ``Failed`` event, or ``submit`` raisi
 ``EngineError``) is resubmitted at the front of what is left, up to ``max_retries`` times; after
 that it becomes an error measurement (``error`` set) and the job goes on. An ``EngineError``
 (the engine as a whole is gone) propagates to the caller; every measurement completed before it
-has already been handed to ``on_result``, so the caller can checkpoint them and exit.
+has already been handed to ``on_result``, so the caller can checkpoint them and exit. So does a
+stalled engine: with ``stall_timeout_s``, requests in flight and no event from the engine for that
+many wall-clock seconds raise ``EngineError`` (a hung engine would otherwise hold an unattended
+job forever).
 
     result = execute(engine, requests_in_plan_order, inflight_cap=8, on_result=save)
 """
@@ -24,6 +27,7 @@ has already been handed to ``on_result``, so the caller can checkpoint them and 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -87,6 +91,7 @@ def execute(
     should_stop: Callable[[], bool] | None = None,
     poll_timeout: float = 0.05,
     first_rank: int = 0,
+    stall_timeout_s: float | None = None,
 ) -> ExecutionResult:
     """Run ``requests`` (already in plan order) on a started ``engine``.
 
@@ -100,9 +105,12 @@ def execute(
         (requests still in flight are reported in ``unfinished``).
       poll_timeout: seconds each ``engine.poll`` may wait for events.
       first_rank: rank of ``requests[0]`` (a resumed job continues after the ranks it has).
+      stall_timeout_s: requests in flight and no event for this many seconds (wall clock) mean
+        the engine hangs: ``EngineError``. None: wait forever.
 
     Raises:
-      EngineError: the engine died; completed measurements were already passed to ``on_result``.
+      EngineError: the engine died or stalled; completed measurements were already passed to
+        ``on_result``.
     """
     if inflight_cap < 1:
         raise ValueError(f"inflight_cap must be >= 1, got {inflight_cap}")
@@ -151,6 +159,7 @@ def execute(
         )
 
     stopped = False
+    last_event = time.monotonic()  # the last submit or engine event (stall detection)
     while pending or inflight:
         if should_stop is not None and should_stop():
             stopped = True
@@ -169,9 +178,18 @@ def execute(
                 fail(att, t_submit, f"{type(exc).__name__}: {exc}")
                 continue
             inflight[att.request.id] = att
+            last_event = time.monotonic()
         if not inflight:
             continue
-        for event in engine.poll(poll_timeout):
+        events = engine.poll(poll_timeout)
+        if events:
+            last_event = time.monotonic()
+        elif stall_timeout_s is not None and time.monotonic() - last_event > stall_timeout_s:
+            raise EngineError(
+                f"no event from the engine for {stall_timeout_s:g} s with {len(inflight)} "
+                "request(s) in flight (stall timeout)"
+            )
+        for event in events:
             att = inflight.get(event.id)
             if att is None:
                 log.warning(

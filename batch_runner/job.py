@@ -60,6 +60,8 @@ from sajax.engine_model import EngineModel
 
 log = logging.getLogger(__name__)
 
+DEFAULT_STALL_TIMEOUT_S = 600.0  # no engine event for this long with requests in flight: dead
+
 
 @dataclass
 class JobConfig:
@@ -83,6 +85,7 @@ class JobConfig:
     summary_json: Path | None = None
     report: Path | None = None
     quiet: bool = False
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT_S  # s without engine events: dead; 0 = never
     # Not CLI options: how often finished rows are checkpointed, and retries per request.
     checkpoint_rows: int = 50
     checkpoint_seconds: float = 10.0
@@ -650,6 +653,7 @@ def _execute(config, engine, todo, plan: JobPlan, ckpt, done: pa.Table, table) -
                     on_result=on_result,
                     should_stop=should_stop,
                     first_rank=first_rank,
+                    stall_timeout_s=config.stall_timeout or None,
                 )
             except EngineError as exc:
                 bar.close()

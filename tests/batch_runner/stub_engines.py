@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 from batch_runner.engines.base import EngineError, EngineRequest, Failed, Finished, FirstToken
@@ -13,17 +14,26 @@ class StubEngine:
     ``fail_attempts[id] = k``: the first k attempts of ``id`` fail (``Failed`` event).
     ``reject_attempts[id] = k``: the first k ``submit`` calls for ``id`` raise ValueError.
     ``die_after = n``: after n requests finished, ``poll`` raises EngineError.
+    ``hang_after = n``: after n requests finished, ``poll`` waits and returns nothing, forever.
     """
 
     name = "stub"
 
     def __init__(
-        self, *, slots=4, fail_attempts=None, reject_attempts=None, die_after=None, t_start=100.0
+        self,
+        *,
+        slots=4,
+        fail_attempts=None,
+        reject_attempts=None,
+        die_after=None,
+        hang_after=None,
+        t_start=100.0,
     ):
         self.slots = slots
         self.fail_attempts = dict(fail_attempts or {})
         self.reject_attempts = dict(reject_attempts or {})
         self.die_after = die_after
+        self.hang_after = hang_after
         self.t = t_start
         self.queue: deque[EngineRequest] = deque()
         self.submitted: list[str] = []  # every submit call, in order
@@ -56,6 +66,9 @@ class StubEngine:
     def poll(self, timeout):
         if self.die_after is not None and self.finished >= self.die_after:
             raise EngineError("CUDA error: device lost")
+        if self.hang_after is not None and self.finished >= self.hang_after:
+            time.sleep(min(timeout, 0.01))
+            return []
         if not self.queue:
             return []
         req = self.queue.popleft()

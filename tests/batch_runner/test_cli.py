@@ -165,6 +165,8 @@ def test_batch_hands_every_option_to_run_job(tmp_path, fake_job):
         "s.json",
         "--report",
         "r.html",
+        "--stall-timeout",
+        "90",
         "--quiet",
     ]
     result = CliRunner().invoke(cli.batch_main, args)
@@ -190,6 +192,7 @@ def test_batch_hands_every_option_to_run_job(tmp_path, fake_job):
         "summary_json": Path("s.json"),
         "report": Path("r.html"),
         "quiet": True,
+        "stall_timeout": 90.0,
     }
 
 

@@ -93,6 +93,20 @@ def test_dead_engine_raises_after_reporting_what_finished():
     assert [m.id for m in seen] == ["r0", "r1", "r2"]
 
 
+def test_stalled_engine_raises_after_the_stall_timeout():
+    engine = _started(hang_after=3)
+    seen = []
+    with pytest.raises(EngineError, match=r"no event from the engine for 0.2 s .*stall timeout"):
+        execute(engine, _requests(6), 2, on_result=seen.append, stall_timeout_s=0.2)
+    assert [m.id for m in seen] == ["r0", "r1", "r2"]
+
+
+def test_stall_timeout_does_not_fire_while_events_come():
+    # the stub answers every poll with events: even a zero timeout never fires
+    result = execute(_started(), _requests(6), 2, stall_timeout_s=0.0)
+    assert len(result.measurements) == 6
+
+
 def test_should_stop_returns_with_the_unfinished_ids():
     engine = _started()
     seen = []

@@ -94,6 +94,19 @@ def test_dead_engine_stops_the_job_and_resume_finishes_it(paths):
     assert len(set(table.column("rank").to_pylist())) == N
 
 
+def test_hung_engine_stops_the_job_after_the_stall_timeout_and_resume_finishes_it(paths):
+    with pytest.raises(EngineDied) as info:
+        run_job(_config(paths, stall_timeout=0.2), engine=StubEngine(hang_after=4))
+    assert info.value.exit_code == 3
+    assert "stall timeout" in info.value.message and "--resume" in info.value.message
+    assert "--stall-timeout 0.2" in info.value.message  # the resume command keeps the option
+    saved = load_parts(checkpoint.parts_dir_for(paths[1]))
+    assert sorted(saved.column("id").to_pylist()) == [f"q{i:02d}" for i in range(4)]
+
+    run_job(_config(paths, resume=True), engine=StubEngine())
+    _check_complete(paths[1])
+
+
 def test_disk_full_while_checkpointing_loses_nothing_saved(paths, monkeypatch):
     real = checkpoint.write_part_file
     calls = []
