@@ -231,14 +231,6 @@ def _pass_config(config, remaining, passes):
     )
 
 
-def _met(order, cp, model, energy):
-    from sajax.planner import predict
-
-    first, finish = predict(order, cp, model, energy)
-    m = problem_metrics(first, finish, cp)
-    return np.asarray(m.met)
-
-
 def _g(first, finish, cp) -> float:
     m = problem_metrics(first, finish, cp)
     return float(goodput(m.met, m.has_slo, m.e2e_ms, cp.weight, cp.mask))

@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sajax.kernel import AnnealState, StepInfo, metropolis_accept, pick
+from sajax.kernel import AnnealState, StepInfo, metropolis_accept, pick, stood_for
 from sajax.moves import apply_move, draw_move
 
 
@@ -109,7 +109,6 @@ def delta_step_from_uniforms(
     # A real branch for one chain (the commit is skipped when nothing passed); under vmap over
     # chains JAX turns it into a select of both sides.
     new_state, cache = jax.lax.cond(accepted, commit, lambda sc: sc, (state, cache))
-    taken = first + 1 if select == "first" else u.shape[0]
-    sequential = jnp.where(passed[first], taken, u.shape[0]).astype(jnp.int32)
+    sequential = stood_for(passed[first], first, u.shape[0], select)
     info = StepInfo(kind[first], energy, deltas[first], accepted, improved, sequential)
     return new_state, cache, info

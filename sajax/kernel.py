@@ -94,6 +94,13 @@ def pick(passed: jax.Array, energies: jax.Array, select: str = "first") -> jax.A
     raise ValueError(f"select must be one of {SELECT}, got {select!r}")
 
 
+def stood_for(taken_passed: jax.Array, first: jax.Array, k: int, select: str) -> jax.Array:
+    """Sequential Metropolis steps a K-proposal step stands for: the taken proposal's index + 1
+    with ``"first"``, else (``"best"``, or nothing passed) all K."""
+    taken = first + 1 if select == "first" else k
+    return jnp.where(taken_passed, taken, k).astype(jnp.int32)
+
+
 def step_from_uniforms(
     u: jax.Array,
     state: AnnealState,
@@ -144,8 +151,7 @@ def step_from_uniforms(
         best_perm=jnp.where(improved, proposals[best], state.best_perm),
         best_energy=jnp.where(improved, energies[best], state.best_energy),
     )
-    taken = first + 1 if select == "first" else u.shape[0]
-    sequential = jnp.where(accepted, taken, u.shape[0]).astype(jnp.int32)
+    sequential = stood_for(accepted, first, u.shape[0], select)
     info = StepInfo(
         kind[first], energies[first], energies[first] - state.energy, accepted, improved, sequential
     )

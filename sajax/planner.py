@@ -50,6 +50,7 @@ prediction (scenario 0), and ``summary.robust_attainment`` is the mean attainmen
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, NamedTuple
 
@@ -412,11 +413,9 @@ def build_seeds(
     classic = [i for i in ranked if not names[i].startswith("relaxed_")]
     for si in classic[:mh_top] + relaxed[:relaxed_top]:
         cap = caps[int(np.argmin(energies[:, si]))]
-        cap_model = with_cap(model, cap)
-
-        def met_fn(order, cap_model=cap_model):
-            return np.asarray(_metrics(*predict(order, cp, cap_model, exact), cp).met)
-
+        met_fn = functools.partial(
+            predicted_met, problem=cp, model=with_cap(model, cap), energy=exact
+        )
         new_names.append(f"mh_{names[si]}@{cap}")
         new_orders.append(
             moore_hodgson(orders[si], met_fn, alone, n_real, hopeless=doomed, per_round=per_round)
@@ -441,14 +440,14 @@ def build_seeds(
                 break
             ci = int(np.argmin(new_e[:, k]))
             base, cap_model = new_orders[k], with_cap(model, caps[ci])
-            met = _metrics(*predict(base, cp, cap_model, exact), cp).met
+            met = predicted_met(base, cp, cap_model, exact)
             data_cap = exact_data._replace(model=cap_model)
             fast = search_energy(exact, cp, model, base)
 
             def batch_energy(o, fast=fast, data_cap=data_cap):
                 return score_orders(fast, o, data_cap)[0]
 
-            n_front = accepted_count(base, np.asarray(met), n_real)
+            n_front = accepted_count(base, met, n_real)
             refilled, _ = refill(base, n_front, n_real, batch_energy, deadline=t0 + share)
             new_names.append(f"refill_{new_names[k]}")
             new_orders = np.concatenate([new_orders, refilled[None]])
@@ -609,11 +608,7 @@ def polish(order, cap, cp, n_real, model, exact, exact_data, config, started):
     until = None
     if config.time_budget_s is not None:
         until = started + config.time_budget_s - _finish_reserve(config, polish=False)
-    cap_model = with_cap(model, cap)
-
-    def met_fn(o):
-        return np.asarray(_metrics(*predict(o, cp, cap_model, exact), cp).met)
-
+    met_fn = functools.partial(predicted_met, problem=cp, model=with_cap(model, cap), energy=exact)
     rounds = pull_forward(
         order, met_fn, alone_time_ms(cp, model), n_real, rounds=config.polish_rounds, deadline=until
     )
@@ -633,6 +628,11 @@ def predict(order, problem: Problem, model: EngineModel, energy: PlanEnergy):
         _timings_jit(jnp.asarray(order, jnp.int32), problem, model, energy.max_slots, energy.kv)
     )
     return np.asarray(first, np.float64), np.asarray(finish, np.float64)
+
+
+def predicted_met(order, problem: Problem, model: EngineModel, energy: PlanEnergy) -> np.ndarray:
+    """(N,) bool by row: the request meets its SLO under ``predict`` (a triage ``met_fn``)."""
+    return np.asarray(_metrics(*predict(order, problem, model, energy), problem).met)
 
 
 def sim_settings(

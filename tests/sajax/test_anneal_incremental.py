@@ -60,15 +60,19 @@ def test_move_delta_equals_full_difference(kind):
 STEP = jax.jit(partial(delta_step_from_uniforms, inc=INC, probs=PROBS))
 
 
+def _draw(seed):
+    """A random state of the instance, 6 proposals' uniforms, a cold or a hot temperature."""
+    perm = jnp.asarray(np.random.default_rng(seed).permutation(N), jnp.int32)
+    u = jax.random.uniform(jax.random.key(seed), (6, 4))
+    return perm, init(perm, INC.energy, DATA), u, 3.0 if seed % 2 else 300.0
+
+
 def test_k_proposals_equal_sequential_plain_steps_until_first_acceptance():
     """One K-proposal delta step = the plain single-proposal steps with the same uniforms,
     stopped at the first accept; ``sequential`` counts them."""
     plain = jax.jit(partial(step_from_uniforms, energy_fn=INC.energy, probs=PROBS))
     for seed in range(20):
-        perm = jnp.asarray(np.random.default_rng(seed).permutation(N), jnp.int32)
-        state = init(perm, INC.energy, DATA)
-        u = jax.random.uniform(jax.random.key(seed), (6, 4))
-        temperature = 3.0 if seed % 2 else 300.0
+        perm, state, u, temperature = _draw(seed)
         new, cache, info = STEP(u, state, INC.init_cache(perm, DATA), temperature, DATA)
         seq, steps = state, 0
         for k in range(6):
@@ -91,10 +95,7 @@ def test_best_select_takes_the_lowest_energy_proposal_that_passes():
     plain = jax.jit(partial(step_from_uniforms, energy_fn=INC.energy, probs=PROBS, select="best"))
     took_a_later_one = 0
     for seed in range(20):
-        perm = jnp.asarray(np.random.default_rng(seed).permutation(N), jnp.int32)
-        state = init(perm, INC.energy, DATA)
-        u = jax.random.uniform(jax.random.key(seed), (6, 4))
-        temperature = 3.0 if seed % 2 else 300.0
+        perm, state, u, temperature = _draw(seed)
         new, cache, info = best(u, state, INC.init_cache(perm, DATA), temperature, DATA)
         moved, energy = [], []
         for k in range(6):

@@ -155,6 +155,16 @@ def test_triage_and_moore_hodgson_push_misses_back_and_keep_a_permutation():
     assert met_fn(mh).sum() == 3  # the optimum: three unit jobs
 
 
+def _one_machine(work, deadline):
+    def met_fn(o):  # one machine: met iff finished by the deadline
+        met = np.zeros(len(o), bool)
+        real = o[: len(work)]
+        met[real] = np.cumsum(work[real]) <= deadline[real]
+        return met
+
+    return met_fn
+
+
 def test_push_back_leaves_no_miss_ahead_of_a_hit_and_never_loses_a_hit_on_one_machine():
     # One machine, requests in order, met iff finished by the deadline: pushing a miss back
     # only makes the requests behind it earlier, so the hits can only grow.
@@ -163,12 +173,7 @@ def test_push_back_leaves_no_miss_ahead_of_a_hit_and_never_loses_a_hit_on_one_ma
         n = 12
         work = rng.uniform(1, 10, n)
         deadline = rng.uniform(5, 40, n)
-
-        def met_fn(o, work=work, deadline=deadline):
-            met = np.zeros(len(o), bool)
-            met[o] = np.cumsum(work[o]) <= deadline[o]
-            return met
-
+        met_fn = _one_machine(work, deadline)
         start = rng.permutation(n).astype(np.int32)
         out = push_back(start, met_fn, work, n, per_round=1 + trial % 3)
         assert sorted(out.tolist()) == list(range(n))
@@ -184,26 +189,15 @@ def test_push_back_stops_when_only_moved_back_requests_miss_ahead_of_a_hit():
     work = np.array([10.0, 1.0, 3.0, 1.0])
     deadline = np.array([1.0, 0.5, 12.5, 100.0])
     calls = []
+    one_machine = _one_machine(work, deadline)
 
     def met_fn(o):
         calls.append(1)
-        met = np.zeros(len(o), bool)
-        met[o] = np.cumsum(work[o]) <= deadline[o]
-        return met
+        return one_machine(o)
 
     out = push_back(np.arange(4, dtype=np.int32), met_fn, work, 4, per_round=4)
     assert sorted(out.tolist()) == [0, 1, 2, 3]
     assert len(calls) <= 4  # each round moves at least one request back
-
-
-def _one_machine(work, deadline):
-    def met_fn(o):
-        met = np.zeros(len(o), bool)
-        real = o[: len(work)]
-        met[real] = np.cumsum(work[real]) <= deadline[real]
-        return met
-
-    return met_fn
 
 
 def test_pull_forward_starts_shortest_first_and_pulls_a_late_hit_only_as_far_as_it_needs():
