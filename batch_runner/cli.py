@@ -28,6 +28,7 @@ from typing import Any
 import click
 
 from batch_runner.errors import InputError
+from batch_runner.executor import DEFAULT_STALL_TIMEOUT_S
 
 ENGINES = ("auto", "llamacpp", "turbomind", "sim")
 POLICIES = ("sajax", "fcfs", "sjf", "edf", "slack")
@@ -176,7 +177,7 @@ def _engine_option(help_text: str, choices: tuple[str, ...] = ENGINES) -> Callab
 @click.option(
     "--stall-timeout",
     type=click.FloatRange(min=0.0),
-    default=600.0,
+    default=DEFAULT_STALL_TIMEOUT_S,
     show_default=True,
     help="Seconds without any event from the engine, while requests are in flight, after which "
     "the engine counts as dead (exit 3; finished rows are saved, --resume continues); 0 = never.",

@@ -44,6 +44,7 @@ from batch_runner.engines.base import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RETRIES = 2
+DEFAULT_STALL_TIMEOUT_S = 600.0  # a job's default: no engine event for this long means dead
 
 
 @dataclass(frozen=True)

@@ -52,15 +52,18 @@ from batch_runner import checkpoint as ckpt_mod
 from batch_runner import results as results_mod
 from batch_runner.engines.base import Engine, EngineError, EngineRequest, SamplingParams
 from batch_runner.errors import OutputError, UserError
-from batch_runner.executor import DEFAULT_MAX_RETRIES, Measurement, execute
+from batch_runner.executor import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_STALL_TIMEOUT_S,
+    Measurement,
+    execute,
+)
 from batch_runner.parquet_io import rejects_path, write_parquet_atomic
 from batch_runner.progress import JobProgress
 from batch_runner.requests import RequestFile
 from sajax.engine_model import EngineModel
 
 log = logging.getLogger(__name__)
-
-DEFAULT_STALL_TIMEOUT_S = 600.0  # no engine event for this long with requests in flight: dead
 
 
 @dataclass
