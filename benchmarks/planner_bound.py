@@ -20,12 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from planner_table import TASK_SIGMA, reference_metrics  # noqa: E402
+from planner_table import cell_inputs, reference_metrics  # noqa: E402
 
-from batch_runner.workloads.synthetic import TIGHTNESS_LEVELS, paper_mix  # noqa: E402
-from sajax.problem import make_problem  # noqa: E402
+from batch_runner.workloads.synthetic import TIGHTNESS_LEVELS, mix_problem  # noqa: E402
 from sajax.profiles import load_profile  # noqa: E402
-from sajax.robust import sample_actual_lengths  # noqa: E402
 from sajax.triage import attainment_upper_bound  # noqa: E402
 
 
@@ -39,15 +37,10 @@ def main() -> None:
     print("| level | tightness | case | FCFS (reference) | upper bound | 5x FCFS |")
     print("|---|---|---|---|---|---|")
     for level, tight in TIGHTNESS_LEVELS.items():
-        cols = paper_mix(args.n, seed=args.seed, tightness=tight, model=model)
-        inp, predicted = cols["input_len"], cols["output_len"]
-        sigma = np.array([TASK_SIGMA[t] for t in cols["task"]])
-        actual = sample_actual_lengths(np.random.default_rng(args.seed + 1), predicted, sigma)
-        for case, out in (("oracle", predicted), ("predicted (actual lengths)", actual)):
-            p = make_problem(
-                inp, out, cols["slo_e2e_ms"], cols["slo_ttft_ms"], cols["slo_tpot_ms"], size=args.n
-            )
-            fcfs = reference_metrics(np.arange(args.n), int(model.slots), inp, out, cols, model)
+        c = cell_inputs(level, "predicted", args.n, args.seed, model)
+        for case, out in (("oracle", c.predicted), ("predicted (actual lengths)", c.actual)):
+            p = mix_problem(c.cols, output_len=out, size=args.n)
+            fcfs = reference_metrics(np.arange(args.n), int(model.slots), c.inp, out, c.cols, model)
             bound = attainment_upper_bound(p, model)
             print(
                 f"| {level} | {tight:g} | {case} | {fcfs['attainment']:.1%} | {bound:.1%} "

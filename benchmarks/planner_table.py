@@ -29,6 +29,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -41,7 +42,7 @@ from batch_runner.workloads.synthetic import TIGHTNESS_LEVELS, mix_problem, pape
 from sajax import heuristics  # noqa: E402
 from sajax.metrics import attainment, goodput, slo_metrics  # noqa: E402
 from sajax.planner import PlanConfig, plan  # noqa: E402
-from sajax.problem import make_problem  # noqa: E402
+from sajax.problem import Problem  # noqa: E402
 from sajax.profiles import load_profile  # noqa: E402
 from sajax.refsim import reference_simulate  # noqa: E402
 from sajax.robust import sample_actual_lengths  # noqa: E402
@@ -73,23 +74,32 @@ def reference_metrics(order, cap, inp, out_actual, cols, model) -> dict:
 
 def upper_bound(inp, out_actual, cols, model) -> float:
     """Share of requests that meet their SLO alone on an idle engine (actual lengths)."""
-    p = make_problem(
-        inp, out_actual, cols["slo_e2e_ms"], cols["slo_ttft_ms"], cols["slo_tpot_ms"], size=len(inp)
-    )
+    p = mix_problem(cols, output_len=out_actual, size=len(inp))
     return float(1.0 - np.mean(np.asarray(heuristics.hopeless(p, model))))
 
 
-def run_cell(level, case, args, model, log) -> dict:
-    cols = paper_mix(args.n, seed=args.seed, tightness=TIGHTNESS_LEVELS[level], model=model)
-    inp, predicted = cols["input_len"], cols["output_len"]
-    if case == "oracle":
-        actual = predicted
-    else:
+class Cell(NamedTuple):
+    cols: dict  # paper_mix columns
+    inp: np.ndarray  # input lengths
+    predicted: np.ndarray  # output lengths the planners see
+    actual: np.ndarray  # output lengths the reference simulator runs
+    problem: Problem  # the planners' Problem (predicted lengths)
+
+
+def cell_inputs(level: str, case: str, n: int, seed: int, model) -> Cell:
+    """One table cell's workload: ``paper_mix(n, seed)`` at ``level``; ``case`` "oracle" runs
+    the predicted lengths, "predicted" runs lengths drawn around them (``TASK_SIGMA``)."""
+    cols = paper_mix(n, seed=seed, tightness=TIGHTNESS_LEVELS[level], model=model)
+    predicted = cols["output_len"]
+    actual = predicted
+    if case != "oracle":
         sigma = np.array([TASK_SIGMA[t] for t in cols["task"]])
-        actual = sample_actual_lengths(np.random.default_rng(args.seed + 1), predicted, sigma)
-    problem = make_problem(
-        inp, predicted, cols["slo_e2e_ms"], cols["slo_ttft_ms"], cols["slo_tpot_ms"], size=args.n
-    )
+        actual = sample_actual_lengths(np.random.default_rng(seed + 1), predicted, sigma)
+    return Cell(cols, cols["input_len"], predicted, actual, mix_problem(cols, size=n))
+
+
+def run_cell(level, case, args, model, log) -> dict:
+    cols, inp, predicted, actual, problem = cell_inputs(level, case, args.n, args.seed, model)
     slots = int(model.slots)
     rows = {}
 

@@ -8,7 +8,8 @@ slack, ...), each driven by a ``met_fn(order) -> (N,) bool`` (the fast model's p
 ``triage`` (one shot): the requests predicted to miss under ``pi`` move to the back;
 ``push_back`` repeats it, a few misses at a time, until no kept miss is ahead of a hit;
 ``pull_forward`` goes the other way for a finished plan: shortest-first for everyone, with the
-plan's hits pulled forward only as far as they need (the latency polish).
+plan's hits pulled forward only as far as they need (the latency polish);
+``hit_set_descent`` improves a finished plan by moves that change which requests are on time.
 
 ``moore_hodgson`` (Moore & Hodgson 1968, the optimal rule for the number of late jobs on one
 machine, applied to the batch engine): keep ``pi`` for the accepted requests, simulate, and at
@@ -213,6 +214,71 @@ def refill(
         else:
             scan += len(cands)
     return order, energy
+
+
+def _hit_set_move(head: np.ndarray, hit_pos: np.ndarray, miss_pos: np.ndarray, rng) -> np.ndarray:
+    """One neighbour of ``head`` for ``hit_set_descent``."""
+    last = int(hit_pos[-1]) if len(hit_pos) else -1
+    src = int(rng.choice(miss_pos))
+    dst = min(int(rng.integers(0, last + 2)), len(head) - 1)
+    out = np.insert(np.delete(head, src), dst, head[src])
+    if len(hit_pos) and rng.random() < 0.5:
+        hit = head[int(rng.choice(hit_pos))]
+        out = np.delete(out, np.flatnonzero(out == hit)[0])
+        out = np.insert(out, min(last + 1, len(out)), hit)
+    return out
+
+
+def hit_set_descent(
+    order: np.ndarray,
+    met_fn: MetFn,
+    energy_fn: Callable[[np.ndarray], np.ndarray],
+    n_real: int,
+    rng: np.random.Generator,
+    *,
+    batch: int = 32,
+    rounds: int | None = None,
+    deadline: float | None = None,
+) -> tuple[np.ndarray, float, int, int]:
+    """Best-of-``batch`` descent on which requests are on time.
+
+    Each round draws ``batch`` neighbours of the current order: one predicted miss moves to a
+    random position at or before the last predicted hit, and half of the time one predicted
+    hit moves to the back of the hits. These are the moves that change the set of hits (and
+    where it sits); a uniformly drawn annealing move mostly shuffles the tail of misses, where
+    it changes little. The neighbours are scored together (``energy_fn(orders (k, N)) ->
+    (k,)``) and the best replaces the order if it lowers the energy. Stops after ``rounds``
+    rounds, at ``deadline`` (``time.perf_counter()``), or when nothing misses. Padding stays at
+    the tail. Returns (order, energy, rounds run, improvements).
+    """
+    import time
+
+    if rounds is None and deadline is None:
+        raise ValueError("hit_set_descent needs rounds or a deadline")
+    order = np.asarray(order).astype(np.int32)
+    tail = order[n_real:]
+    energy = float(energy_fn(order[None])[0])
+    done = improved = 0
+    while rounds is None or done < rounds:
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        head = order[:n_real]
+        met = np.asarray(met_fn(order), bool)[head]
+        hit_pos, miss_pos = np.flatnonzero(met), np.flatnonzero(~met)
+        if len(miss_pos) == 0:
+            break
+        cands = np.stack(
+            [
+                np.concatenate([_hit_set_move(head, hit_pos, miss_pos, rng), tail])
+                for _ in range(batch)
+            ]
+        ).astype(np.int32)
+        e = np.asarray(energy_fn(cands))
+        k = int(np.argmin(e))
+        done += 1
+        if e[k] < energy:
+            order, energy, improved = cands[k], float(e[k]), improved + 1
+    return order, energy, done, improved
 
 
 def on_time_set(work: np.ndarray, deadline: np.ndarray) -> np.ndarray:

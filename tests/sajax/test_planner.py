@@ -19,6 +19,7 @@ from sajax.refsim import reference_simulate
 from sajax.robust import length_scenarios
 from sajax.triage import (
     attainment_upper_bound,
+    hit_set_descent,
     max_on_time,
     moore_hodgson,
     on_time_set,
@@ -240,8 +241,11 @@ def test_latency_polish_is_kept_only_when_it_scores_better():
     for seed, polishes in ((14, True), (12, False)):  # (checked: it helps one, not the other)
         inp, out, slo = _instance(40, seed, tight=1.0)
         problem = make_problem(inp, out, slo_e2e_ms=slo)
-        polished = plan(problem, MODEL, FAST, jax.random.key(5))
-        off = plan(problem, MODEL, dataclasses.replace(FAST, polish_rounds=0), jax.random.key(5))
+        no_descent = dataclasses.replace(FAST, descent_share=0.0)
+        polished = plan(problem, MODEL, no_descent, jax.random.key(5))
+        off = plan(
+            problem, MODEL, dataclasses.replace(no_descent, polish_rounds=0), jax.random.key(5)
+        )
         assert polished.summary.polished == polishes and not off.summary.polished
         if polishes:
             assert polished.summary.energy < off.summary.energy
@@ -252,6 +256,77 @@ def test_latency_polish_is_kept_only_when_it_scores_better():
     problem = make_problem(inp, out, slo_e2e_ms=slo)
     sjf = plan(problem, MODEL, dataclasses.replace(FAST, steps=0, seeds=("sjf",), blends=False))
     assert sjf.summary.best_seed == "sjf" and not sjf.summary.polished
+
+
+def _hits_then_latency(work, deadline):
+    """energy_fn for one machine: minus the hits, plus a small summed-finish-time tie-break."""
+    met_fn = _one_machine(work, deadline)
+
+    def energy_fn(orders):
+        out = []
+        for o in orders:
+            real = o[: len(work)]
+            finish = np.cumsum(work[real])
+            out.append(-met_fn(o).sum() + 1e-3 * finish.sum())
+        return np.array(out)
+
+    return met_fn, energy_fn
+
+
+def test_hit_set_descent_swaps_a_long_hit_for_short_misses():
+    # Row 0 (work 10) is on time only first; rows 1-3 (work 1) only if they come before it.
+    work = np.array([10.0, 1.0, 1.0, 1.0])
+    deadline = np.array([10.0, 2.0, 3.0, 4.0])
+    met_fn, energy_fn = _hits_then_latency(work, deadline)
+    start = np.array([0, 1, 2, 3, 4, 5], np.int32)  # rows 4, 5: padding
+    order, energy, rounds, improved = hit_set_descent(
+        start, met_fn, energy_fn, 4, np.random.default_rng(0), batch=8, rounds=50
+    )
+    assert order[4:].tolist() == [4, 5] and sorted(order[:4].tolist()) == [0, 1, 2, 3]
+    assert met_fn(order).sum() == max_on_time(work, deadline) == 3
+    assert energy == pytest.approx(float(energy_fn(order[None])[0]))
+    assert 1 <= improved <= rounds <= 50
+
+
+def test_hit_set_descent_never_worsens_and_stops_on_rounds_deadline_or_no_miss():
+    rng = np.random.default_rng(21)
+    for _ in range(20):
+        n = 9
+        work = rng.uniform(1, 10, n)
+        deadline = rng.uniform(5, 40, n)
+        met_fn, energy_fn = _hits_then_latency(work, deadline)
+        start = rng.permutation(n).astype(np.int32)
+        e0 = float(energy_fn(start[None])[0])
+        order, energy, rounds, _ = hit_set_descent(
+            start, met_fn, energy_fn, n, rng, batch=4, rounds=10
+        )
+        assert sorted(order.tolist()) == list(range(n))
+        assert energy <= e0 and rounds <= 10
+        assert energy == pytest.approx(float(energy_fn(order[None])[0]))
+    # a hit at the last position with a miss ahead of it (the move must stay in range)
+    met_fn, energy_fn = _hits_then_latency(np.array([10.0, 1.0]), np.array([1.0, 100.0]))
+    order, _, rounds, _ = hit_set_descent(
+        np.array([0, 1], np.int32), met_fn, energy_fn, 2, rng, batch=8, rounds=20
+    )
+    assert sorted(order.tolist()) == [0, 1] and rounds == 20
+    # nothing misses: no round runs
+    met_fn, energy_fn = _hits_then_latency(np.ones(3), np.full(3, 10.0))
+    assert hit_set_descent(np.arange(3), met_fn, energy_fn, 3, rng, rounds=5)[2] == 0
+    # a deadline in the past: no round runs; neither rounds nor deadline: refused
+    assert hit_set_descent(np.arange(3), met_fn, energy_fn, 3, rng, deadline=0.0)[2] == 0
+    with pytest.raises(ValueError):
+        hit_set_descent(np.arange(3), met_fn, energy_fn, 3, rng)
+
+
+def test_plan_descent_only_lowers_the_energy_and_can_be_turned_off():
+    inp, out, slo = _instance(40, 12, tight=1.0)  # (checked: the descent helps here)
+    problem = make_problem(inp, out, slo_e2e_ms=slo)
+    on = plan(problem, MODEL, FAST, jax.random.key(3))
+    off = plan(problem, MODEL, dataclasses.replace(FAST, descent_share=0.0), jax.random.key(3))
+    assert off.summary.descended == 0 and on.summary.descended > 0
+    assert on.summary.energy < off.summary.energy
+    assert on.summary.attainment >= off.summary.attainment
+    assert sorted(on.order.tolist()) == list(range(40))
 
 
 def test_on_time_set_is_feasible_by_deadline_and_as_large_as_the_optimum():
@@ -315,6 +390,10 @@ def test_bad_config_is_refused():
         PlanConfig(objective="speed")
     with pytest.raises(ValueError):
         PlanConfig(time_budget_s=0.0)
+    with pytest.raises(ValueError):
+        PlanConfig(descent_share=1.5)
+    with pytest.raises(ValueError):
+        PlanConfig(descent_batch=0)
 
 
 def test_max_on_time_matches_brute_force_on_one_machine():
