@@ -160,6 +160,7 @@ def _heuristic_plan(problem: Problem, model: EngineModel, policy: str) -> Plan:
         triage_rounds=0,
         max_passes=0,  # above PlanConfig.window rows: no window passes either
         polish_rounds=0,  # and no latency polish
+        descent_share=0.0,  # nor hit-set descent
         caps=(int(model.slots),),
     )
     return plan(problem, model, config)
