@@ -145,11 +145,11 @@ def main() -> None:
         f"date {datetime.date.today()}  \nPredicted case, reference simulator on actual lengths.\n"
     )
     print(
-        "| level | objective | FCFS att / e2e (s) | plan: att (x FCFS) / G / e2e | "
-        f"+ {args.descent:g} s descent: att / G / e2e | rounds (improved) | after the descent: "
-        f"finished by T ({' / '.join(TASKS)}), admitted by T |"
+        "| level | objective | FCFS att / e2e (s) | plan att (x FCFS) | plan G | plan e2e (s) | "
+        f"+ {args.descent:g} s descent: att | G | e2e (s) | rounds (improved) | after the "
+        f"descent: finished by T ({' / '.join(TASKS)}), admitted by T |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|" + "---|" * 11)
     for level in args.levels:
         c = cell_inputs(level, "predicted", args.n, args.seed, model)
         fcfs = reference_metrics(

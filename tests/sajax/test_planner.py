@@ -166,16 +166,21 @@ def _one_machine(work, deadline):
     return met_fn
 
 
+def _random_one_machine(rng, n):
+    """(work, deadline, a random start order) of a random one-machine instance."""
+    work = rng.uniform(1, 10, n)
+    deadline = rng.uniform(5, 40, n)
+    return work, deadline, rng.permutation(n).astype(np.int32)
+
+
 def test_push_back_leaves_no_miss_ahead_of_a_hit_and_never_loses_a_hit_on_one_machine():
     # One machine, requests in order, met iff finished by the deadline: pushing a miss back
     # only makes the requests behind it earlier, so the hits can only grow.
     rng = np.random.default_rng(3)
     for trial in range(20):
         n = 12
-        work = rng.uniform(1, 10, n)
-        deadline = rng.uniform(5, 40, n)
+        work, deadline, start = _random_one_machine(rng, n)
         met_fn = _one_machine(work, deadline)
-        start = rng.permutation(n).astype(np.int32)
         out = push_back(start, met_fn, work, n, per_round=1 + trial % 3)
         assert sorted(out.tolist()) == list(range(n))
         met = met_fn(out)[out]
@@ -224,10 +229,8 @@ def test_pull_forward_rounds_are_permutations_and_keep_hits_they_can():
     rng = np.random.default_rng(11)
     for _ in range(20):
         n = 10
-        work = rng.uniform(1, 10, n)
-        deadline = rng.uniform(5, 40, n)
+        work, deadline, start = _random_one_machine(rng, n)
         met_fn = _one_machine(work, deadline)
-        start = rng.permutation(n).astype(np.int32)
         rounds = pull_forward(start, met_fn, work, n, rounds=30)
         assert 1 <= len(rounds) <= 30
         for r in rounds:
@@ -292,10 +295,8 @@ def test_hit_set_descent_never_worsens_and_stops_on_rounds_deadline_or_no_miss()
     rng = np.random.default_rng(21)
     for _ in range(20):
         n = 9
-        work = rng.uniform(1, 10, n)
-        deadline = rng.uniform(5, 40, n)
+        work, deadline, start = _random_one_machine(rng, n)
         met_fn, energy_fn = _hits_then_latency(work, deadline)
-        start = rng.permutation(n).astype(np.int32)
         e0 = float(energy_fn(start[None])[0])
         order, energy, rounds, _ = hit_set_descent(
             start, met_fn, energy_fn, n, rng, batch=4, rounds=10
