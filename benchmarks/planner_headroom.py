@@ -8,8 +8,8 @@ actual ones), this script
 1. plans with ``PlanConfig(time_budget_s=--budget)`` (as the planner table does);
 2. runs a *descent* from that plan for ``--descent`` seconds: each round scores ``--batch``
    neighbours of the current order exactly (the fast model at the plan's cap) and keeps the best
-   if it is better. A neighbour moves one predicted miss to a random position at or before the
-   last predicted hit and, half of the time, also moves one predicted hit to just after it.
+   if it is better. A neighbour moves one predicted miss to a random position up to just
+   behind the last predicted hit and, half of the time, also moves one predicted hit there.
    These are the moves that change the set of hits; the annealer spends most of its proposals
    elsewhere (in the tail, where they change little);
 3. reports the plan and the descent's result by the reference simulator (attainment, G, mean

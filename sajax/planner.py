@@ -41,8 +41,10 @@ until the budget ends (compilation included) and its cooling schedule follows th
 (``sajax.anneal``), so the plan depends on the machine's speed. What stays deterministic: the
 seeds, the candidate caps and their seed energies, every chain's start and random stream (the
 k-th proposal of a chain is the same in every run); the clock decides only how many steps run
-and at which temperature. ``summary.steps`` reports the steps run. If the budget is used up
-before the search starts, the best seed is the plan (``stop_reason == "time_budget"``).
+and at which temperature, and how many descent rounds run. ``summary.steps`` reports the steps
+run. If the budget is used up before the search starts, the best seed is the plan
+(``stop_reason == "time_budget"``). Without a budget, ``steps=0`` skips the annealing but not
+the polish or the descent's ``descent_rounds`` rounds.
 
 Robust mode (``scenarios=K > 0``) scores every order against K output-length scenarios
 (``sajax.robust``) and minimises the mean energy; reported timings are those of the point
@@ -84,6 +86,7 @@ from sajax.triage import (
 
 DEFAULT_SEEDS = ("fcfs", "sjf", "edf", "least_slack")
 DEFAULT_STEPS = 2_000  # steps per chain without a time budget
+DESCENT_STREAM = 0xDE5C  # fold_in constant of the hit-set descent's random stream
 BUDGET_STEPS = 10_000_000  # with a budget: the schedule's length; the budget ends it first
 
 
@@ -169,7 +172,7 @@ class PlanSummary(NamedTuple):
     scenarios: int
     robust_attainment: float  # mean attainment over the scenarios (NaN without robust mode)
     polished: bool = False  # the latency polish (pull_forward) beat the best order found before
-    descended: int = 0  # improvements the hit-set descent made to the annealed plan
+    descended: int = 0  # improvements the hit-set descent made (after the polish)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._asdict().items()}
@@ -613,7 +616,7 @@ def _plan_small(cp, n_real, model, config, key, started):
     descended = 0
     if config.descent_share > 0:
         best_order, best_e, descended = descend(
-            best_order, best_cap, cp, n_real, model, exact, exact_data, config, key, started
+            best_order, best_e, best_cap, cp, n_real, model, exact, exact_data, config, key, started
         )
     cap_energy[int(best_cap)] = min(cap_energy[int(best_cap)], best_e)
     info = dict(
@@ -632,17 +635,19 @@ def _plan_small(cp, n_real, model, config, key, started):
     return best_order, int(best_cap), info
 
 
-def descend(order, cap, cp, n_real, model, exact, exact_data, config, key, started):
-    """The hit-set descent (``sajax.triage.hit_set_descent``) of ``order`` at ``cap``, every
-    neighbour scored exactly, until the budget's reserve for the polish (or, without a budget,
-    ``config.descent_rounds`` rounds). Returns (order, its energy, improvements)."""
+def descend(order, energy, cap, cp, n_real, model, exact, exact_data, config, key, started):
+    """The hit-set descent (``sajax.triage.hit_set_descent``) of ``order`` (exact ``energy``) at
+    ``cap``, every neighbour scored exactly, until the budget's final reserve (re-scoring and the
+    last simulation), or without a budget for ``config.descent_rounds`` rounds. Returns (order,
+    its energy, improvements)."""
     cap_model = with_cap(model, cap)
     data_cap = exact_data._replace(model=cap_model)
     until, rounds = None, config.descent_rounds
     if config.time_budget_s is not None:
         until = started + config.time_budget_s - _finish_reserve(config, polish=False)
         rounds = None
-    seed = np.asarray(jax.random.key_data(jax.random.fold_in(key, 1))).ravel()
+    # a stream of its own (fold_in(key, 1) is the annealer's key: split(key)[1])
+    seed = np.asarray(jax.random.key_data(jax.random.fold_in(key, DESCENT_STREAM))).ravel()
     new_order, energy, _, improved = hit_set_descent(
         order,
         functools.partial(predicted_met, problem=cp, model=cap_model, energy=exact),
@@ -652,6 +657,7 @@ def descend(order, cap, cp, n_real, model, exact, exact_data, config, key, start
         batch=config.descent_batch,
         rounds=rounds,
         deadline=until,
+        energy=energy,
     )
     return new_order, energy, improved
 
@@ -750,8 +756,8 @@ def run_search(
 
 def _finish_reserve(config, polish: bool = True) -> float:
     """Seconds of the budget kept for re-scoring candidates and the final simulation, plus
-    (``polish``) for the latency polish, which may run until only the former is left (the
-    search's last chunk often overruns its deadline a little)."""
+    (``polish``) a share that the latency polish and then the hit-set descent may use until only
+    the former is left (the search's last chunk often overruns its deadline a little)."""
     reserve = min(0.25, 0.025 * config.time_budget_s)
     if polish and config.polish_rounds > 0:
         reserve += min(0.5, 0.05 * config.time_budget_s)

@@ -239,17 +239,20 @@ def hit_set_descent(
     batch: int = 32,
     rounds: int | None = None,
     deadline: float | None = None,
+    energy: float | None = None,
 ) -> tuple[np.ndarray, float, int, int]:
     """Best-of-``batch`` descent on which requests are on time.
 
     Each round draws ``batch`` neighbours of the current order: one predicted miss moves to a
-    random position at or before the last predicted hit, and half of the time one predicted
-    hit moves to the back of the hits. These are the moves that change the set of hits (and
-    where it sits); a uniformly drawn annealing move mostly shuffles the tail of misses, where
-    it changes little. The neighbours are scored together (``energy_fn(orders (k, N)) ->
-    (k,)``) and the best replaces the order if it lowers the energy. Stops after ``rounds``
-    rounds, at ``deadline`` (``time.perf_counter()``), or when nothing misses. Padding stays at
-    the tail. Returns (order, energy, rounds run, improvements).
+    random position up to just behind the last predicted hit (mostly forward, into the hits),
+    and half of the time one predicted hit moves to just behind the hits. These are the moves
+    that change the set of hits (and where it sits); a uniformly drawn annealing move mostly
+    shuffles the tail of misses, where it changes little. The neighbours are scored together
+    (``energy_fn(orders (k, N)) -> (k,)``) and the best replaces the order if it lowers the
+    energy. Stops after ``rounds`` rounds, when nothing misses, or before a round that, timed
+    as the last one, would end past ``deadline`` (``time.perf_counter()``). Padding stays at the
+    tail. ``energy``: the order's energy, if known (saves scoring it). Returns (order, energy,
+    rounds run, improvements).
     """
     import time
 
@@ -257,10 +260,13 @@ def hit_set_descent(
         raise ValueError("hit_set_descent needs rounds or a deadline")
     order = np.asarray(order).astype(np.int32)
     tail = order[n_real:]
-    energy = float(energy_fn(order[None])[0])
+    if energy is None:
+        energy = float(energy_fn(order[None])[0])
     done = improved = 0
+    last_round_s = 0.0
     while rounds is None or done < rounds:
-        if deadline is not None and time.perf_counter() > deadline:
+        t0 = time.perf_counter()
+        if deadline is not None and t0 + last_round_s > deadline:
             break
         head = order[:n_real]
         met = np.asarray(met_fn(order), bool)[head]
@@ -278,7 +284,8 @@ def hit_set_descent(
         done += 1
         if e[k] < energy:
             order, energy, improved = cands[k], float(e[k]), improved + 1
-    return order, energy, done, improved
+        last_round_s = time.perf_counter() - t0
+    return order, float(energy), done, improved
 
 
 def on_time_set(work: np.ndarray, deadline: np.ndarray) -> np.ndarray:

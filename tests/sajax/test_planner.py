@@ -319,6 +319,25 @@ def test_hit_set_descent_never_worsens_and_stops_on_rounds_deadline_or_no_miss()
         hit_set_descent(np.arange(3), met_fn, energy_fn, 3, rng)
 
 
+def test_hit_set_descent_skips_a_round_that_would_end_past_its_deadline(monkeypatch):
+    # A fake clock: every scoring takes 1 s. Deadline 2.5 s: rounds end at 1 and 2 s; a third
+    # would end at 3 s, so it does not start (the old rule, "started before the deadline",
+    # ran it).
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    met_fn, score = _hits_then_latency(np.array([10.0, 1.0, 1.0]), np.array([10.0, 2.0, 3.0]))
+
+    def energy_fn(orders):
+        clock[0] += 1.0
+        return score(orders)
+
+    order = np.arange(3, dtype=np.int32)
+    e0 = float(score(order[None])[0])
+    rng = np.random.default_rng(0)
+    _, _, rounds, _ = hit_set_descent(order, met_fn, energy_fn, 3, rng, deadline=2.5, energy=e0)
+    assert rounds == 2 and clock[0] == 2.0
+
+
 def test_plan_descent_only_lowers_the_energy_and_can_be_turned_off():
     inp, out, slo = _instance(40, 12, tight=1.0)  # (checked: the descent helps here)
     problem = make_problem(inp, out, slo_e2e_ms=slo)
