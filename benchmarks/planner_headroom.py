@@ -6,12 +6,13 @@ requests, predicted case: the planner sees predicted lengths, the reference simu
 actual ones), this script
 
 1. plans with ``PlanConfig(time_budget_s=--budget)`` (as the planner table does);
-2. runs a *descent* from that plan for ``--descent`` seconds: each round scores ``--batch``
-   neighbours of the current order exactly (the fast model at the plan's cap) and keeps the best
-   if it is better. A neighbour moves one predicted miss to a random position up to just
-   behind the last predicted hit and, half of the time, also moves one predicted hit there.
-   These are the moves that change the set of hits; the annealer spends most of its proposals
-   elsewhere (in the tail, where they change little);
+2. runs the planner's own hit-set descent (``sajax.triage.hit_set_descent``) from that plan for
+   ``--descent`` seconds: each round scores ``--batch`` neighbours of the current order exactly
+   (the fast model at the plan's cap) and keeps the best if it is better. A neighbour moves one
+   predicted miss to a random position up to just behind the last predicted hit and, half of
+   the time, also moves one predicted hit there. These are the moves that change the set of
+   hits; the annealer spends most of its proposals elsewhere (in the tail, where they change
+   little);
 3. reports the plan and the descent's result by the reference simulator (attainment, G, mean
    e2e vs FCFS), and the slot accounting at ``T``, the latest chat TTFT / classification e2e
    deadline: admission is strictly in order and at most ``cap`` requests are in flight, so the
@@ -54,6 +55,7 @@ from sajax.planner import (  # noqa: E402
 )
 from sajax.profiles import load_profile  # noqa: E402
 from sajax.refsim import reference_simulate  # noqa: E402
+from sajax.triage import hit_set_descent  # noqa: E402
 
 
 def exact_scorer(problem, model, objective: str, cap: int):
@@ -71,39 +73,6 @@ def exact_scorer(problem, model, objective: str, cap: int):
         return predicted_met(order, problem, with_cap(model, cap), energy)
 
     return energy_fn, met_fn
-
-
-def neighbour(order, hit_pos, miss_pos, rng) -> np.ndarray:
-    """One predicted miss to a random position <= last hit + 1; half the time one hit behind it."""
-    last = int(hit_pos.max()) if len(hit_pos) else 0
-    o = list(order)
-    o.insert(int(rng.integers(0, last + 2)), o.pop(int(rng.choice(miss_pos))))
-    if len(hit_pos) and rng.random() < 0.5:
-        y = order[int(rng.choice(hit_pos))]
-        o.remove(y)
-        o.insert(last + 1, y)
-    return np.asarray(o, np.int32)
-
-
-def descent(order, energy_fn, met_fn, seconds: float, batch: int, seed: int):
-    """Best-of-``batch`` descent for ``seconds``; returns (order, rounds, improvements)."""
-    rng = np.random.default_rng(seed)
-    cur = np.asarray(order, np.int32)
-    e_cur = float(energy_fn(cur[None])[0])
-    end = time.perf_counter() + seconds
-    rounds = improved = 0
-    while time.perf_counter() < end:
-        rounds += 1
-        met = met_fn(cur)[cur]
-        hit_pos, miss_pos = np.flatnonzero(met), np.flatnonzero(~met)
-        if len(miss_pos) == 0:
-            break
-        cands = np.stack([neighbour(cur, hit_pos, miss_pos, rng) for _ in range(batch)])
-        e = energy_fn(cands)
-        k = int(np.argmin(e))
-        if e[k] < e_cur:
-            cur, e_cur, improved = cands[k], float(e[k]), improved + 1
-    return cur, rounds, improved
 
 
 def slot_accounting(order, cap, inp, actual, cols, model) -> str:
@@ -162,8 +131,14 @@ def main() -> None:
             cap = res.inflight_cap
             before = reference_metrics(res.order, cap, c.inp, c.actual, c.cols, model)
             energy_fn, met_fn = exact_scorer(c.problem, model, objective, cap)
-            order, rounds, improved = descent(
-                res.order, energy_fn, met_fn, args.descent, args.batch, args.seed
+            order, _, rounds, improved = hit_set_descent(
+                res.order,
+                met_fn,
+                energy_fn,
+                args.n,
+                np.random.default_rng(args.seed),
+                batch=args.batch,
+                deadline=time.perf_counter() + args.descent,
             )
             after = reference_metrics(order, cap, c.inp, c.actual, c.cols, model)
             slots = slot_accounting(order, cap, c.inp, c.actual, c.cols, model)

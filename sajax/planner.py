@@ -434,9 +434,7 @@ def build_seeds(
     classic = [i for i in ranked if not names[i].startswith("relaxed_")]
     for si in classic[:mh_top] + relaxed[:relaxed_top]:
         cap = caps[int(np.argmin(energies[:, si]))]
-        met_fn = functools.partial(
-            predicted_met, problem=cp, model=with_cap(model, cap), energy=exact
-        )
+        met_fn = cap_met_fn(cp, model, cap, exact)
         new_names.append(f"mh_{names[si]}@{cap}")
         new_orders.append(
             moore_hodgson(orders[si], met_fn, alone, n_real, hopeless=doomed, per_round=per_round)
@@ -640,17 +638,14 @@ def descend(order, energy, cap, cp, n_real, model, exact, exact_data, config, ke
     ``cap``, every neighbour scored exactly, until the budget's final reserve (re-scoring and the
     last simulation), or without a budget for ``config.descent_rounds`` rounds. Returns (order,
     its energy, improvements)."""
-    cap_model = with_cap(model, cap)
-    data_cap = exact_data._replace(model=cap_model)
-    until, rounds = None, config.descent_rounds
-    if config.time_budget_s is not None:
-        until = started + config.time_budget_s - _finish_reserve(config, polish=False)
-        rounds = None
+    data_cap = exact_data._replace(model=with_cap(model, cap))
+    until = _last_stage_deadline(config, started)
+    rounds = config.descent_rounds if until is None else None
     # a stream of its own (fold_in(key, 1) is the annealer's key: split(key)[1])
     seed = np.asarray(jax.random.key_data(jax.random.fold_in(key, DESCENT_STREAM))).ravel()
     new_order, energy, _, improved = hit_set_descent(
         order,
-        functools.partial(predicted_met, problem=cp, model=cap_model, energy=exact),
+        cap_met_fn(cp, model, cap, exact),
         lambda orders: score_orders(exact, orders, data_cap)[0],
         n_real,
         np.random.default_rng(seed),
@@ -667,12 +662,13 @@ def polish(order, cap, cp, n_real, model, exact, exact_data, config, started):
     orders scored exactly; returns (best order, its energy), or None (off or no time left)."""
     if config.polish_rounds <= 0:
         return None
-    until = None
-    if config.time_budget_s is not None:
-        until = started + config.time_budget_s - _finish_reserve(config, polish=False)
-    met_fn = functools.partial(predicted_met, problem=cp, model=with_cap(model, cap), energy=exact)
     rounds = pull_forward(
-        order, met_fn, alone_time_ms(cp, model), n_real, rounds=config.polish_rounds, deadline=until
+        order,
+        cap_met_fn(cp, model, cap, exact),
+        alone_time_ms(cp, model),
+        n_real,
+        rounds=config.polish_rounds,
+        deadline=_last_stage_deadline(config, started),
     )
     if not rounds:
         return None
@@ -695,6 +691,11 @@ def predict(order, problem: Problem, model: EngineModel, energy: PlanEnergy):
 def predicted_met(order, problem: Problem, model: EngineModel, energy: PlanEnergy) -> np.ndarray:
     """(N,) bool by row: the request meets its SLO under ``predict`` (a triage ``met_fn``)."""
     return np.asarray(_metrics(*predict(order, problem, model, energy), problem).met)
+
+
+def cap_met_fn(cp: Problem, model: EngineModel, cap: int, energy: PlanEnergy):
+    """``predicted_met`` of ``cp`` at in-flight cap ``cap``, as a triage ``met_fn(order)``."""
+    return functools.partial(predicted_met, problem=cp, model=with_cap(model, cap), energy=energy)
 
 
 def sim_settings(
@@ -762,6 +763,14 @@ def _finish_reserve(config, polish: bool = True) -> float:
     if polish and config.polish_rounds > 0:
         reserve += min(0.5, 0.05 * config.time_budget_s)
     return reserve
+
+
+def _last_stage_deadline(config, started: float) -> float | None:
+    """When the polish and the descent must stop (None without a budget): only the final
+    reserve (re-scoring and the last simulation) is left then."""
+    if config.time_budget_s is None:
+        return None
+    return started + config.time_budget_s - _finish_reserve(config, polish=False)
 
 
 def _metrics(first, finish, cp: Problem, output_len=None):
