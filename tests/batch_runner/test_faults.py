@@ -18,7 +18,14 @@ import pytest
 from batch_runner import checkpoint, job
 from batch_runner.checkpoint import CheckpointError, CheckpointWriteError, load_parts
 from batch_runner.errors import OutputError
-from batch_runner.job import EngineDied, JobConfig, JobInterrupted, OutputWriteError, run_job
+from batch_runner.job import (
+    EngineDied,
+    JobConfig,
+    JobInterrupted,
+    OutputWriteError,
+    run_job,
+    run_step,
+)
 from tests.batch_runner.stub_engines import StubEngine
 
 N = 12
@@ -136,7 +143,7 @@ def test_disk_full_on_the_final_output_keeps_the_parts(paths, monkeypatch):
     def disk_full(table, path):
         raise OutputError(f"cannot write {path} (No space left on device).")
 
-    monkeypatch.setattr(job, "write_parquet_atomic", disk_full)
+    monkeypatch.setattr(run_step, "write_parquet_atomic", disk_full)
     with pytest.raises(OutputWriteError, match="--resume"):
         run_job(_config(paths), engine=StubEngine())
     parts = checkpoint.parts_dir_for(paths[1])

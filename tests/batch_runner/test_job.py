@@ -11,7 +11,7 @@ import pytest
 
 from batch_runner import job
 from batch_runner.engines.sim import SimEngine
-from batch_runner.job import JobConfig, make_plan, run_job
+from batch_runner.job import JobConfig, make_plan, run_job, run_step
 from batch_runner.requests import read_requests
 from batch_runner.results import OUTPUT_COLUMNS
 from sajax.profiles import load_profile
@@ -103,7 +103,7 @@ def test_resume_with_everything_done_needs_no_engine(src, tmp_path, monkeypatch)
     def no_output(table, path):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(job, "write_parquet_atomic", no_output)
+    monkeypatch.setattr(run_step, "write_parquet_atomic", no_output)
     with pytest.raises(job.OutputWriteError):
         run_job(cfg)
     monkeypatch.undo()
@@ -111,7 +111,7 @@ def test_resume_with_everything_done_needs_no_engine(src, tmp_path, monkeypatch)
     def no_engine(config):
         raise AssertionError("no engine should be made when every row is checkpointed")
 
-    monkeypatch.setattr(job, "make_engine", no_engine)
+    monkeypatch.setattr(run_step, "make_engine", no_engine)
     cfg.resume = True
     summary = run_job(cfg)
     assert summary["rows"] == N and summary["engine"] == "sim"
