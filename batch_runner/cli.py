@@ -14,121 +14,35 @@ sajax workloads       the click group batch_runner.workloads.cli.workloads
 
 Errors a user can fix (``batch_runner.errors.UserError``: bad input, bad presets, unwritable
 output) are ``click.ClickException`` s with exit code 2: one paragraph on stderr, no traceback.
+The option groups several commands share live in ``batch_runner.cli_options``.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import click
 
+from batch_runner.cli_options import (
+    CONTEXT,
+    DEFAULT_TIME_BUDGET_S,
+    ENGINES,
+    OBJECTIVES,
+    ON_BAD_ROWS,
+    POLICIES,
+    SLO_SCALES,
+    _engine_option,
+    _file,
+    _on_bad_rows_option,
+    _planner_options,
+    _slo_options,
+)
 from batch_runner.errors import InputError
 from batch_runner.executor import DEFAULT_STALL_TIMEOUT_S
-
-ENGINES = ("auto", "llamacpp", "turbomind", "sim")
-POLICIES = ("sajax", "fcfs", "sjf", "edf", "slack")
-OBJECTIVES = ("g", "attainment", "tardiness")
-SLO_SCALES = ("cpu", "gpu")
-ON_BAD_ROWS = ("error", "skip")
-DEFAULT_TIME_BUDGET_S = 10.0
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-_file = click.Path(path_type=Path, dir_okay=False)
-
-
-# --- option groups shared by several commands -----------------------------------------------
-
-
-def _slo_options(f: Callable) -> Callable:
-    f = click.option(
-        "--slo-scale",
-        type=click.Choice(SLO_SCALES),
-        default=None,
-        help="Which scale of the preset file to use [default: gpu for --engine turbomind, "
-        "else the file's default_scale].",
-    )(f)
-    f = click.option(
-        "--slo-config",
-        type=_file,
-        default=None,
-        help="TOML file of per-task SLO presets (e.g. datasets/slo_presets.toml); they fill "
-        "the SLOs and max_new_tokens a row leaves empty.",
-    )(f)
-    return f
-
-
-def _on_bad_rows_option(f: Callable) -> Callable:
-    return click.option(
-        "--on-bad-rows",
-        type=click.Choice(ON_BAD_ROWS),
-        default="error",
-        show_default=True,
-        help="error: refuse a file with bad rows (exit 2, naming rows and columns). skip: write "
-        "bad rows with a reject_reason column to <out>.rejects.parquet and go on.",
-    )(f)
-
-
-def _planner_options(f: Callable) -> Callable:
-    for option in reversed(
-        [
-            click.option(
-                "--policy",
-                type=click.Choice(POLICIES),
-                default="sajax",
-                show_default=True,
-                help="Order of the requests: sajax (simulated annealing), fcfs (file order), "
-                "sjf (shortest predicted first), edf (earliest deadline), slack (least slack).",
-            ),
-            click.option(
-                "--objective",
-                type=click.Choice(OBJECTIVES),
-                default="g",
-                show_default=True,
-                help="What sajax maximises: g (SLO hits per second of summed latency, the "
-                "paper's G), attainment (share of SLOs met), tardiness (minus weighted lateness).",
-            ),
-            click.option(
-                "--time-budget",
-                type=click.FloatRange(min=0.0, min_open=True),
-                default=DEFAULT_TIME_BUDGET_S,
-                show_default=True,
-                help="Seconds the planner may search.",
-            ),
-            click.option(
-                "--seed", type=int, default=0, show_default=True, help="Random seed of the plan."
-            ),
-            click.option(
-                "--profile",
-                default=None,
-                help="Engine profile (name of a shipped profile or path to a TOML file) the "
-                "planner predicts with [default: the engine's own].",
-            ),
-            click.option(
-                "--slots",
-                type=click.IntRange(min=1),
-                default=None,
-                help="Requests in flight at most [default: the profile's; sajax may use fewer].",
-            ),
-        ]
-    ):
-        f = option(f)
-    return f
-
-
-def _engine_option(help_text: str, choices: tuple[str, ...] = ENGINES) -> Callable:
-    return click.option(
-        "--engine",
-        type=click.Choice(choices),
-        default=choices[0],
-        show_default=True,
-        help=help_text,
-    )
-
 
 # --- sajax-batch ----------------------------------------------------------------------------
 
@@ -479,3 +393,15 @@ def _unavailable_command(name: str, why: str) -> click.Command:
         raise click.ClickException(f"`sajax {name}` is not available yet ({why}).")
 
     return unavailable
+
+
+__all__ = [
+    "DEFAULT_TIME_BUDGET_S",
+    "ENGINES",
+    "OBJECTIVES",
+    "ON_BAD_ROWS",
+    "POLICIES",
+    "SLO_SCALES",
+    "batch_main",
+    "main",
+]
