@@ -369,7 +369,7 @@ class TestRealEngine:
         agree within 0.5 until the outputs part, and they part only where the top two were
         within 0.5 of each other.
         """
-        import batch_runner.engines.llamacpp as llamacpp_module
+        import batch_runner.engines.llamacpp_loop as llamacpp_module
 
         steps: dict[
             int, list[tuple[int, float, float]]
