@@ -21,6 +21,7 @@ latencies and ``slo_met = False``; a finished row with no SLO at all (best-effor
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -49,13 +50,34 @@ OUTPUT_COLUMNS = pa.schema(
 )
 
 SLO_COLUMNS = ("slo_e2e_ms", "slo_ttft_ms", "slo_tpot_ms")
+INPUT_PREFIX = "input_"
+
+
+def renamed_clashes(names: Iterable[str], reserved: Iterable[str]) -> dict[str, str]:
+    """``{name: new name}`` for the ``names`` that are ``reserved``: ``input_<name>``, or
+    ``input_input_<name>`` (and so on) while that is taken by another column or a reserved one.
+
+    The one rule for input columns named like a column the job writes (README "Results")."""
+    names, reserved = list(names), set(reserved)
+    taken = set(names) | reserved
+    renames = {}
+    for name in names:
+        if name in reserved:
+            new = INPUT_PREFIX + name
+            while new in taken:
+                new = INPUT_PREFIX + new
+            taken.add(new)
+            renames[name] = new
+    return renames
 
 
 def _floats(table: pa.Table, name: str, default: float = np.nan) -> np.ndarray:
-    """A column as float64 with nulls (or a missing column) as ``default``."""
+    """A column as float64 with nulls (or a missing column) as ``default``.
+
+    Unchecked cast: an int64 beyond 2**53 becomes the nearest float instead of an error."""
     if name not in table.column_names:
         return np.full(table.num_rows, default, dtype=np.float64)
-    col = pc.cast(table.column(name), pa.float64())
+    col = pc.cast(table.column(name), pa.float64(), safe=False)
     return col.fill_null(default).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
@@ -118,10 +140,11 @@ def assemble(requests: pa.Table, measurements: pa.Table) -> pa.Table:
         "engine": m.column("engine"),
     }
     out = requests
-    for name in OUTPUT_COLUMNS.names:
-        if name in out.column_names:
-            log.warning("input column %r is replaced by the output column of that name", name)
-            out = out.drop_columns([name])
+    renames = renamed_clashes(out.column_names, OUTPUT_COLUMNS.names)
+    if renames:  # read_requests has renamed them already; a table made by hand may not have
+        for old, new in renames.items():
+            log.warning("input column %r is kept as %r (the output has its own %r)", old, new, old)
+        out = out.rename_columns([renames.get(name, name) for name in out.column_names])
     for field in OUTPUT_COLUMNS:
         out = out.append_column(field, pc.cast(new[field.name], field.type))
     return out

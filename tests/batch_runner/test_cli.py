@@ -237,7 +237,7 @@ def test_skip_writes_rejects_next_to_the_output_and_goes_on(tmp_path, fake_job):
     assert rejects["id"].to_pylist() == ["b", "c"]
     assert rejects["reject_reason"].to_pylist() == [
         "prompt is an empty string",
-        "slo_e2e_ms is negative",
+        "slo_e2e_ms is negative: -3",  # the offending value is quoted
     ]
     assert "set aside 2 bad rows" in result.output
     assert len(fake_job.calls) == 1

@@ -19,7 +19,7 @@ def _table():
             "messages": [
                 None,
                 None,
-                [{"role": "user", "content": "hello there"}, {"role": "system", "content": "ok"}],
+                [{"role": "system", "content": "ok"}, {"role": "user", "content": "hello there"}],
                 None,
             ],
             "task": ["chat", "code", "chat", "code"],

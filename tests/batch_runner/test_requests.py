@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from batch_runner import request_contract
 from batch_runner import requests as requests_mod
 from batch_runner.errors import InputError
 from batch_runner.parquet_io import write_parquet_atomic
@@ -278,7 +279,7 @@ ROW_PROBLEMS = {
         {"id": ["a", "b"], "prompt": ["x", "y"], "weight": [1.0, 0.0]},
         ["b"],
         "weight",
-        "0 or negative",
+        "is below 1e-06",
     ),
     "nan weight": (
         {"id": ["a", "b"], "prompt": ["x", "y"], "weight": [NAN, 1.0]},
@@ -372,7 +373,7 @@ def test_long_prompts_are_fine_up_to_the_limit(tmp_path, monkeypatch):
     path = write(tmp_path, {"prompt": [two_mb, "x"]})
     assert read_requests(path).table["prompt"][0].as_py() == two_mb
     # the limit itself, checked with a small stand-in so the test stays fast
-    monkeypatch.setattr(requests_mod, "MAX_TEXT_BYTES", 1000)
+    monkeypatch.setattr(request_contract, "MAX_TEXT_BYTES", 1000)
     path = write(
         tmp_path,
         {
@@ -451,9 +452,11 @@ def test_bad_on_bad_rows_value_is_a_programming_error(tmp_path):
 
 
 def reference_problems(row: dict, duplicated: set) -> bool:
-    """True if the row is bad, by the rules of the module docstring, one row at a time."""
+    """True if the row is bad, by the rules of the contract's docstring, one row at a time."""
     prompt, messages = row.get("prompt"), row.get("messages")
     if prompt is None and messages is None:
+        return True
+    if prompt is not None and messages is not None:
         return True
     if prompt is not None and (prompt == "" or len(prompt.encode()) > requests_mod.MAX_TEXT_BYTES):
         return True
@@ -462,33 +465,42 @@ def reference_problems(row: dict, duplicated: set) -> bool:
             m is None or m["role"] is None or m["content"] is None for m in messages
         ):
             return True
+        roles = [m["role"] for m in messages]
+        if any(r not in ("system", "user", "assistant", "tool") for r in roles):
+            return True
+        if "system" in roles[1:] or "user" not in roles or roles[-1] not in ("user", "tool"):
+            return True
     if "id" in row and (row["id"] is None or row["id"] in duplicated):
         return True
     if row.get("task") == "":
         return True
     for name in ("slo_e2e_ms", "slo_ttft_ms", "slo_tpot_ms"):
         v = row.get(name)
-        if v is not None and (math.isnan(v) or math.isinf(v) or v < 0):
+        if v is not None and not (0 <= v <= 1e10):  # NaN fails every comparison
             return True
     w = row.get("weight")
-    if w is not None and (math.isnan(w) or math.isinf(w) or w <= 0):
+    if w is not None and not (1e-6 <= w <= 1e6):
         return True
-    if row.get("max_new_tokens") is not None and row["max_new_tokens"] <= 0:
+    if row.get("max_new_tokens") is not None and not 1 <= row["max_new_tokens"] <= 2**20:
         return True
-    return row.get("output_tokens_hint") is not None and row["output_tokens_hint"] < 0
+    hint = row.get("output_tokens_hint")
+    return hint is not None and not 0 <= hint <= 2**20
 
 
 floats = st.one_of(
     st.none(),
     st.floats(allow_nan=True, allow_infinity=True),
     st.floats(min_value=0, max_value=1e7),
+    st.sampled_from([1e-6, 1e6, 1e10, 1e-7, 1.5e6, 1.1e10, 1e300]),  # at and beyond the bounds
 )
 texts = st.one_of(st.none(), st.just(""), st.text(max_size=20), st.text(min_size=30, max_size=80))
 message = st.one_of(
     st.none(),
     st.fixed_dictionaries(
         {
-            "role": st.one_of(st.none(), st.just("user")),
+            "role": st.one_of(
+                st.none(), st.just("user"), st.sampled_from(["system", "assistant", "tool", "bot"])
+            ),
             "content": st.one_of(st.none(), st.text(max_size=10)),
         }
     ),
@@ -499,12 +511,16 @@ OPTIONAL = {
     ),
     "messages": st.one_of(st.none(), st.lists(message, max_size=3)),
     "task": st.one_of(st.none(), st.sampled_from(["", "chat", "code", "x"])),
-    "max_new_tokens": st.one_of(st.none(), st.integers(-5, 10_000)),
+    "max_new_tokens": st.one_of(
+        st.none(), st.integers(-5, 10_000), st.sampled_from([2**20, 2**20 + 1, 2**62, 2**63 - 1])
+    ),
     "slo_e2e_ms": floats,
     "slo_ttft_ms": floats,
     "slo_tpot_ms": floats,
     "weight": floats,
-    "output_tokens_hint": st.one_of(st.none(), st.integers(-3, 500)),
+    "output_tokens_hint": st.one_of(
+        st.none(), st.integers(-3, 500), st.sampled_from([2**20, 2**20 + 1, 2**62])
+    ),
     "note": st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),  # unknown, carried
 }
 TYPES = {
@@ -565,7 +581,7 @@ def test_read_requests_agrees_with_the_reference_and_loses_no_row(tmp_path, colu
 
 
 def test_a_fixed_rejects_file_can_be_read_again(tmp_path):
-    """Re-running a rejects file: its old reject columns are carried, a new reject replaces them."""
+    """Re-running a rejects file: its old reject columns are carried, renamed in the new rejects."""
     path = write(
         tmp_path,
         {
@@ -576,8 +592,16 @@ def test_a_fixed_rejects_file_can_be_read_again(tmp_path):
     )
     result = read_requests(path, on_bad_rows="skip")
     assert result.table["reject_row"].to_pylist() == [4]  # carried like any unknown column
-    assert result.rejects.column_names == ["prompt", "reject_row", "reject_reason"]
+    assert result.rejects.column_names == [
+        "prompt",
+        "input_reject_row",  # the old reject columns are kept, renamed, in the new rejects file
+        "input_reject_reason",
+        "reject_row",
+        "reject_reason",
+    ]
+    assert result.rejects["input_reject_row"].to_pylist() == [9]
     assert result.rejects["reject_row"].to_pylist() == [1]  # its row in *this* file
+    assert any("'reject_reason' is kept as 'input_reject_reason'" in n for n in result.notices)
 
 
 def test_tiny_sample_is_what_its_generator_writes():
