@@ -1,7 +1,8 @@
 """What a request file holds, per task: rows, SLO coverage, output budget (for the CLI's report).
 
 A row is *covered* by an SLO kind when its (preset-filled) SLO cell is not null; a row with no
-SLO at all is best-effort (it counts in latency, not in attainment)::
+SLO at all is best-effort (it counts in latency, not in attainment). Counts are exact Python
+integers (the token total is summed as a decimal, so it never wraps)::
 
     summary = summarize_requests(read_requests(path).table)
     print(format_summary(summary))
@@ -30,7 +31,8 @@ def summarize_requests(table: pa.Table) -> dict[str, Any]:
             "best_effort": pc.cast(pc.invert(any_slo), pa.int64()),
             "with_hint": pc.cast(pc.is_valid(table["output_tokens_hint"]), pa.int64()),
             "with_messages": pc.cast(pc.is_valid(table["messages"]), pa.int64()),
-            "max_new_tokens": table["max_new_tokens"],
+            # decimal: a sum that cannot wrap, whatever table it is given (int64 would)
+            "max_new_tokens": pc.cast(table["max_new_tokens"], pa.decimal128(38, 0)),
         }
     )
     sums = [c for c in flags.column_names if c != "task"]

@@ -262,7 +262,8 @@ class _IssueLog:
         parts = []
         for (col, problem), (n, ids, values) in self.issues.items():
             shown = list(dict.fromkeys(v for v in values if v is not None))[:3]
-            quoted = f" (values: {', '.join(shown)})" if shown else ""
+            noun = "value" if len(shown) == 1 else "values"
+            quoted = f" ({noun}: {', '.join(shown)})" if shown else ""
             parts.append(f"{col} {problem} in {format_rows(ids, n)}{quoted}")
         topics = dict.fromkeys(contract.hint(col) for col, _ in self.issues)
         hints = " ".join(t for t in topics if t)

@@ -9,6 +9,11 @@ All times are relative to the job start t0 (offline: every request is available 
     attainment = sum(w_i * met_i) / sum(w_i)      over rows that have at least one SLO
     G          = sum(w_i * met_i) / sum(e2e_i in seconds)      (the paper's n / t, weighted)
 
+Weighted sums never overflow with NumPy arrays: weights are float64 there and are divided by
+the largest before summing (attainment is a ratio; G is multiplied back). With JAX (the planner)
+they are float32 as given: the request contract keeps weights within 1e-6..1e6, so every sum
+stays finite.
+
 A missing SLO is ``inf`` (NaN is accepted too and treated as missing), so the comparison for it
 always holds. A row with no SLO at all is best-effort: it counts in latency (and in G's
 denominator) but not in attainment. Padding rows (``mask == False``) count nowhere.
@@ -72,27 +77,42 @@ def problem_metrics(first_token_ms, finish_ms, problem, xp=np) -> SloMetrics:
 
 def attainment(met, has_slo, weight=None, mask=None, xp=np):
     """Weighted share of rows with an SLO that met it; 1.0 when no row has an SLO."""
-    w = _weights(met, weight, mask, xp) * xp.asarray(has_slo, dtype=xp.float32)
+    w = _weights(met, weight, mask, xp)
+    w = w * xp.asarray(has_slo, dtype=w.dtype)
+    w, _ = _unit_scale(w, xp)
     total = xp.sum(w)
-    hit = xp.sum(w * xp.asarray(met, dtype=xp.float32))
+    hit = xp.sum(w * xp.asarray(met, dtype=w.dtype))
     return xp.where(total > 0, hit / xp.maximum(total, 1e-30), 1.0)
 
 
 def goodput(met, has_slo, e2e_ms, weight=None, mask=None, xp=np):
     """The paper's G = n / t: weighted SLO hits per second of summed request latency."""
     w = _weights(met, weight, mask, xp)
-    hits = xp.sum(w * xp.asarray(met, dtype=xp.float32) * xp.asarray(has_slo, dtype=xp.float32))
     live = xp.asarray(w > 0, dtype=xp.float32)
+    w, scale = _unit_scale(w, xp)
+    hits = xp.sum(w * xp.asarray(met, dtype=w.dtype) * xp.asarray(has_slo, dtype=w.dtype))
     total_s = xp.sum(live * xp.asarray(e2e_ms, dtype=xp.float32)) / 1000.0
-    return xp.where(total_s > 0, hits / xp.maximum(total_s, 1e-30), 0.0)
+    per_s = hits / xp.maximum(total_s, 1e-30)
+    if xp is np:
+        per_s = per_s * scale
+    return xp.where(total_s > 0, per_s, 0.0)
 
 
 def _weights(like, weight, mask, xp):
-    w = (
-        xp.ones(xp.shape(like), dtype=xp.float32)
-        if weight is None
-        else xp.asarray(weight, dtype=xp.float32)
-    )
+    """Weights as float32 (float64 for NumPy: a weight of 1e300 must not become inf)."""
+    dtype = np.float64 if xp is np else xp.float32
+    w = xp.ones(xp.shape(like), dtype=dtype) if weight is None else xp.asarray(weight, dtype=dtype)
     if mask is not None:
-        w = w * xp.asarray(mask, dtype=xp.float32)
+        w = w * xp.asarray(mask, dtype=dtype)
     return w
+
+
+def _unit_scale(w, xp):
+    """NumPy: ``(w / max(w), max(w))``, so that sums of any finite weights stay finite (the
+    ratios are the same); JAX (inside the planner): ``(w, 1)`` as they are, no extra work."""
+    if xp is not np:
+        return w, 1.0
+    top = float(np.max(w, initial=0.0))
+    if not np.isfinite(top) or top <= 0.0:
+        return w, 1.0
+    return w / top, top

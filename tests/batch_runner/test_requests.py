@@ -7,7 +7,6 @@ input order, and lose none.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
