@@ -59,3 +59,17 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{t['slo_tpot_ms']:>10}{t['best_effort']:>8}{t['max_new_tokens']:>12}"
         )
     return "\n".join(lines)
+
+
+def describe_requests(requests, presets=None) -> str:
+    """What both commands print about a read file (a ``RequestFile``): rows, presets, one line
+    per input column kept under another name, then the ``format_summary`` table."""
+    rejected = 0 if requests.rejects is None else requests.rejects.num_rows
+    source = (
+        f"SLO presets: {presets.source} [{presets.scale or 'flat'}]"
+        if presets is not None
+        else "SLO presets: none (rows keep their own SLOs)"
+    )
+    head = f"{requests.source}: {requests.table.num_rows} valid rows, {rejected} rejected; {source}"
+    lines = [head, *requests.notices, format_summary(summarize_requests(requests.table))]
+    return "\n".join(lines)

@@ -142,8 +142,8 @@ def assemble(requests: pa.Table, measurements: pa.Table) -> pa.Table:
     out = requests
     renames = renamed_clashes(out.column_names, OUTPUT_COLUMNS.names)
     if renames:  # read_requests has renamed them already; a table made by hand may not have
-        for old, new in renames.items():
-            log.warning("input column %r is kept as %r (the output has its own %r)", old, new, old)
+        for name, kept in renames.items():
+            log.warning("input column %r is kept as %r (the output has its own)", name, kept)
         out = out.rename_columns([renames.get(name, name) for name in out.column_names])
     for field in OUTPUT_COLUMNS:
         out = out.append_column(field, pc.cast(new[field.name], field.type))

@@ -111,3 +111,31 @@ def test_progress_counts_rows_done_before_a_resume():
     bar.update(met=None, error=True)
     assert bar.errors == 2 and bar.attainment == pytest.approx(5.0 / 8.0)
     bar.close()
+
+
+def test_assemble_and_summarize_take_every_value_a_valid_file_can_hold():
+    """At the contract's bounds (2**20 tokens, weights 1e-6 and 1e6, SLOs of 1e10 ms), and with
+    an engine that reports more tokens than float64 holds exactly, nothing fails or overflows."""
+    req = _requests().drop_columns(["weight", "slo_e2e_ms"])
+    req = req.append_column("weight", pa.array([1e6, 1e-6, 1e6, 1.0]))
+    req = req.append_column("slo_e2e_ms", pa.array([1e10, 0.0, 1e10, None]))
+    m = _measurements()
+    m = m.set_column(
+        m.schema.get_field_index("output_tokens"),
+        "output_tokens",
+        pa.array([2**53 + 1, 2**20, 2**62, None], pa.int64()),  # rows c, a, d, b (error)
+    )
+    out = assemble(req, m)
+    assert out["output_tokens"].to_pylist() == [2**20, None, 2**53 + 1, 2**62]  # as measured
+    s = summarize(out)
+    assert 0.0 <= s["attainment"] <= 1.0 and s["G"] >= 0.0
+    assert s["attainment_per_task"]["code"]["attainment"] == pytest.approx(1e6 / (1e6 + 1e-6))
+
+
+def test_an_input_column_named_like_an_output_column_is_kept_renamed():
+    req = _requests().append_column("error", pa.array(["mine"] * 4))
+    req = req.append_column("input_error", pa.array(["taken"] * 4))
+    out = assemble(req, _measurements())
+    assert out["input_input_error"].to_pylist() == ["mine"] * 4
+    assert out["input_error"].to_pylist() == ["taken"] * 4
+    assert out["error"].null_count == 3  # the job's own column: one error row
