@@ -340,16 +340,9 @@ def _refuse_overwriting_input(input_path: Path, out: Path) -> None:
 
 
 def _describe(requests, presets) -> str:
-    from batch_runner.request_summary import format_summary, summarize_requests
+    from batch_runner.request_summary import describe_requests
 
-    rejected = 0 if requests.rejects is None else requests.rejects.num_rows
-    source = (
-        f"SLO presets: {presets.source} [{presets.scale or 'flat'}]"
-        if presets is not None
-        else "SLO presets: none (rows keep their own SLOs)"
-    )
-    head = f"{requests.source}: {requests.table.num_rows} valid rows, {rejected} rejected; {source}"
-    return head + "\n" + format_summary(summarize_requests(requests.table))
+    return describe_requests(requests, presets)
 
 
 def _reject_counts(rejects) -> dict[str, int]:

@@ -52,7 +52,8 @@ def _on_bad_rows_option(f: Callable) -> Callable:
         default="error",
         show_default=True,
         help="error: refuse a file with bad rows (exit 2, naming rows and columns). skip: write "
-        "bad rows with a reject_reason column to <out>.rejects.parquet and go on.",
+        "bad rows with a reject_reason column to the rejects file next to --out (results.parquet: "
+        "results.rejects.parquet) and go on.",
     )(f)
 
 

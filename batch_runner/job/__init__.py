@@ -17,10 +17,12 @@ Steps:
   5. write ``OUT`` (every input row once, input order), the summary (``--summary-json``) and the
      report (``--report``), then delete ``OUT.parts``.
 
-Exit codes (click exceptions): 2 a user error (bad input, checkpoint of another file, a write
-failed: ``batch_runner.errors``), 3 the engine died, 130 SIGINT, 143 SIGTERM. After a failed
-write, 3, 130 and 143 the finished rows are checkpointed, and the same command with
-``--resume`` continues the job (the message prints it).
+Exit codes (click exceptions): 2 a user error (bad input, checkpoint of another file, the
+results file could not be written: ``batch_runner.errors``), 3 the engine died, 4 the results
+file is written but the summary or the report is not (``outputs.ReportWriteError``: the message
+says which and prints the ``sajax report`` command that writes them), 130 SIGINT, 143 SIGTERM.
+After a failed results write, 3, 130 and 143 the finished rows are checkpointed, and the same
+command with ``--resume`` continues the job (the message prints it).
 
 Times of a resumed job: each run measures its rows from its own start (the engine's clock when
 that run's execution began), as if the rows left were a new offline bat
@@ -39,6 +41,7 @@ from batch_runner.job.config import (
     OutputWriteError,
 )
 from batch_runner.job.engines import AUTO_ENGINES, _engine_requests, make_engine
+from batch_runner.job.outputs import EXIT_RESULTS_ONLY, ReportWriteError
 from batch_runner.job.plan_step import (
     OBJECTIVES,
     POLICY_HEURISTICS,
@@ -51,6 +54,7 @@ from batch_runner.job.stops import resume_command
 
 __all__ = [
     "AUTO_ENGINES",
+    "EXIT_RESULTS_ONLY",
     "OBJECTIVES",
     "POLICY_HEURISTICS",
     "EngineDied",
@@ -59,6 +63,7 @@ __all__ = [
     "JobPlan",
     "OutputLengths",
     "OutputWriteError",
+    "ReportWriteError",
     "_engine_requests",
     "_predicted_output_tokens",
     "make_engine",

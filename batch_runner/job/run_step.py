@@ -9,7 +9,6 @@ summary and the report (``run_job``). See ``batch_runner.job`` for the steps and
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import time
@@ -34,7 +33,7 @@ from batch_runner.job.config import (
     OutputWriteError,
 )
 from batch_runner.job.engines import _engine_requests, make_engine
-from batch_runner.job.outputs import _json_ready, _write_bytes, _write_report
+from batch_runner.job.outputs import final_line, write_summary_and_report
 from batch_runner.job.plan_step import make_plan
 from batch_runner.job.stops import _stop_on_signals, resume_command
 from batch_runner.parquet_io import rejects_path, write_parquet_atomic
@@ -154,48 +153,30 @@ def run_job(
         )
 
     results = results_mod.assemble(table, ckpt.load())
-    summary = _json_ready(
-        results_mod.summarize(
-            results,
-            engine=engine_name,
-            profile=profile,
-            policy=config.policy,
-            objective=config.objective,
-            plan_time_s=plan_time_s,
-            plan=plan_info,
-            wall_s=time.monotonic() - wall0,
-            runs=ckpt.run + 1,
-            input=str(config.input),
-            output=str(out),
-        )
-    )
     try:
         write_parquet_atomic(results, out)
-        if config.summary_json:
-            text = json.dumps(summary, indent=2, allow_nan=False, default=str)
-            payload = (text + "\n").encode()
-            _write_bytes(Path(config.summary_json), payload)
     except (OSError, OutputError) as exc:
         reason = ckpt_mod._describe_os_error(exc) if isinstance(exc, OSError) else exc.message
         raise OutputWriteError(
-            f"could not write {out} or its summary: {reason}. All "
-            f"{len(ids)} rows are checkpointed in {parts}; free space and run the same command "
-            "with --resume to write the output without running anything again."
+            f"could not write {out}: {reason}. All {len(ids)} rows are checkpointed in {parts}; "
+            "free space and run the same command with --resume to write the output without "
+            "running anything again."
         ) from exc
-    ckpt.remove()
-    if config.report:
-        _write_report(out, summary, Path(config.report))
-    predicted = ""
-    if all(isinstance(plan_info.get(k), float) for k in ("attainment", "fcfs_attainment")):
-        predicted = (
-            f" (predicted: plan {100 * plan_info['attainment']:.1f}%, "
-            f"FCFS {100 * plan_info['fcfs_attainment']:.1f}%)"
-        )
-    _echo(
-        config,
-        f"{summary['rows']} rows, {summary['errors']} errors, SLO attainment "
-        f"{100 * summary['attainment']:.1f}%{predicted}, G {summary['G']:.3f}/s -> {out}",
-    )
+    ckpt.remove()  # the results file holds every row now
+    extra = {
+        "engine": engine_name,
+        "profile": profile,
+        "policy": config.policy,
+        "objective": config.objective,
+        "plan_time_s": plan_time_s,
+        "plan": plan_info,
+        "wall_s": time.monotonic() - wall0,
+        "runs": ckpt.run + 1,
+        "input": str(config.input),
+        "output": str(out),
+    }
+    summary = write_summary_and_report(results, out, config, extra)  # exit 4 if it fails
+    _echo(config, final_line(summary, plan_info, out))
     return summary
 
 

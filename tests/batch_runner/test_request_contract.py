@@ -34,9 +34,9 @@ def validate(path: Path, *args: str):
     return CliRunner().invoke(cli.main, ["validate", str(path), *args])
 
 
-def batch(path: Path, out: Path, *args: str):
-    argv = [str(path), "--out", str(out), "--engine", "sim", "--policy", "fcfs", "-q", *args]
-    return CliRunner().invoke(cli.batch_main, argv)
+def batch(path: Path, out: Path, *args: str, quiet: bool = True):
+    argv = [str(path), "--out", str(out), "--engine", "sim", "--policy", "fcfs", *args]
+    return CliRunner().invoke(cli.batch_main, argv + ["-q"] * quiet)
 
 
 def no_traceback(result) -> None:
@@ -251,7 +251,7 @@ def test_columns_named_like_output_columns_are_kept_renamed_and_said(tmp_path):
     out = tmp_path / "results.parquet"
 
     checked = validate(path, "--on-bad-rows", "skip")
-    ran = batch(path, out, "--on-bad-rows", "skip")
+    ran = batch(path, out, "--on-bad-rows", "skip", quiet=False)
     for result in (checked, ran):
         no_traceback(result)
         assert result.exit_code == 0, result.output
