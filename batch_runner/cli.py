@@ -231,6 +231,7 @@ def validate(
     requests = read_requests(input_path, slo_config=presets, on_bad_rows=on_bad_rows)
     summary = summarize_requests(requests.table)
     summary["rejected"] = _reject_counts(requests.rejects)
+    summary["renamed"] = dict(requests.renamed)  # input column -> its name in the results
     if rejects is not None and requests.rejects is not None:
         write_parquet_atomic(requests.rejects, rejects)
     if as_json:

@@ -6,6 +6,7 @@ Both commands run in-process (click's CliRunner); the job runs FCFS on the sim e
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -260,6 +261,10 @@ def test_columns_named_like_output_columns_are_kept_renamed_and_said(tmp_path):
         assert (
             "'reject_reason' is kept as 'input_reject_reason' in the rejects file" in result.output
         )
+
+    as_json = json.loads(validate(path, "--on-bad-rows", "skip", "--json").output)
+    assert as_json["renamed"]["error"] == "input_input_error"
+    assert as_json["renamed"]["rank"] == "input_rank"
 
     results = pq.read_table(out)
     for name in OUTPUT_COLUMNS.names:
