@@ -52,6 +52,8 @@ def _read(config: JobConfig) -> pa.Table:
 
         presets = load_presets(config.slo_config, scale=config.slo_scale)
     request_file = read_requests(config.input, slo_config=presets, on_bad_rows=config.on_bad_rows)
+    for notice in request_file.notices:  # input columns kept under another name
+        log.warning("%s", notice)
     rejects = request_file.rejects
     if rejects is not None and rejects.num_rows:
         path = rejects_path(config.out)
