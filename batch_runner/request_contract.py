@@ -20,10 +20,12 @@ ignore_eos              bool                                  False
 ======================  ====================================  =====================================
 
 Why these bounds: they are far beyond any real request (no model writes 2**20 tokens for one
-request; an engine whose context is smaller fails that row as an error row), and inside them
-every sum and product the planner and the summary make stays finite and exact enough in float32
-(2**20 tokens, 1e10 ms and weights of 1e6 leave ~1e28 of headroom). NaN and infinite numbers are
-outside every range.
+request; an engine whose context is smaller fails that row as an error row), and they keep the
+arithmetic of the planner and the summary finite: a token count fits int32 and float32 exactly
+(2**20 < 2**24), a weighted sum grows by at most 1e6 a row (float32 holds 3.4e38), and times and
+SLOs up to 1e10 ms keep float32's relative precision (~1e-7). NaN and infinite numbers are outside
+every range. Not covered: the planner numbers engine iterations in int32, so more than ~1000 rows
+per engine slot that each really generate 2**20 tokens would overflow it (no real job is near).
 
 Chats (``messages``): each message's role is one of ``CHAT_ROLES`` (system, user, assistant,
 tool; lower case, as chat templates spell them); a system message may only come first; the chat
@@ -96,6 +98,9 @@ class Range(NamedTuple):
         """The problem of a value over ``high``."""
         return f"is larger than {_number(self.high)}{self.unit}"
 
+    def span(self) -> str:
+        return f"{_number(self.low)} to {_number(self.high)}"
+
 
 def _number(x: float) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"
@@ -118,12 +123,14 @@ HINTS = {
     ),
     "task": "A task is a non-empty name (leave it null for 'default').",
     "max_new_tokens": (
-        f"max_new_tokens is 1 to {MAX_NEW_TOKENS} (leave it null for the task's preset)."
+        f"max_new_tokens is {RANGES['max_new_tokens'].span()} (leave it null for the task's "
+        "preset)."
     ),
-    "slo": "SLOs are milliseconds, 0 to 1e10; leave a cell null for no such SLO.",
-    "weight": "Weights are 1e-06 to 1e+06 (leave it null for 1.0).",
+    "slo": f"SLOs are {RANGES['slo_e2e_ms'].span()} ms; leave a cell null for no such SLO.",
+    "weight": f"Weights are {RANGES['weight'].span()} (leave it null for 1.0).",
     "output_tokens_hint": (
-        f"output_tokens_hint is 0 to {MAX_NEW_TOKENS} (leave it null to predict it)."
+        f"output_tokens_hint is {RANGES['output_tokens_hint'].span()} (leave it null to predict "
+        "it)."
     ),
 }
 
