@@ -48,7 +48,6 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from batch_runner.errors import InputError
-from batch_runner.results import OUTPUT_COLUMNS, renamed_clashes
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES_TYPE = pa.list_(MESSAGE_TYPE)
@@ -68,6 +67,23 @@ NORMALIZED_SCHEMA = pa.schema(
 )
 NORMALIZED_COLUMNS = tuple(NORMALIZED_SCHEMA.names)
 REJECT_COLUMNS = ("reject_row", "reject_reason")
+# What the job adds to each row in the results (documented in batch_runner.results).
+OUTPUT_COLUMNS = pa.schema(
+    [
+        ("output_text", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("finish_reason", pa.string()),
+        ("error", pa.string()),
+        ("rank", pa.int64()),
+        ("ttft_ms", pa.float64()),
+        ("tpot_ms", pa.float64()),
+        ("e2e_ms", pa.float64()),
+        ("slo_met", pa.bool_()),
+        ("predicted_e2e_ms", pa.float64()),
+        ("engine", pa.string()),
+    ]
+)
 RESULT_COLUMNS = tuple(OUTPUT_COLUMNS.names)  # added by the job: an input column is renamed
 
 DEFAULT_TASK = "default"
@@ -234,6 +250,27 @@ def check_schema(schema: pa.Schema, path: Path) -> None:
 
 
 # --- column names the job adds ----------------------------------------------------------------
+
+
+INPUT_PREFIX = "input_"
+
+
+def renamed_clashes(names: Iterable[str], reserved: Iterable[str]) -> dict[str, str]:
+    """``{name: new name}`` for the ``names`` that are ``reserved``: ``input_<name>``, or
+    ``input_input_<name>`` (and so on) while that is taken by another column or a reserved one.
+
+    The one rule for input columns named like a column the job writes (README "Results")."""
+    names, reserved = list(names), set(reserved)
+    taken = set(names) | reserved
+    renames = {}
+    for name in names:
+        if name in reserved:
+            new = INPUT_PREFIX + name
+            while new in taken:
+                new = INPUT_PREFIX + new
+            taken.add(new)
+            renames[name] = new
+    return renames
 
 
 def result_renames(input_names: Iterable[str]) -> dict[str, str]:

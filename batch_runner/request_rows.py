@@ -137,7 +137,8 @@ def _check_messages(messages: pa.Array, n: int, check) -> None:
     parents = pc.list_parent_indices(messages).to_numpy(zero_copy_only=False)
     role, content = pc.struct_field(flat, "role"), pc.struct_field(flat, "content")
     broken = pc.or_(pc.or_(flat.is_null(), role.is_null()), content.is_null())
-    check("messages", "has a null message, role or content", _rows_with(broken, parents, n))
+    broken_rows = _rows_with(broken, parents, n)
+    check("messages", "has a null message, role or content", broken_rows)
     content_bytes = pc.fill_null(pc.binary_length(content), 0).to_numpy(zero_copy_only=False)
     per_row = np.bincount(parents, weights=content_bytes, minlength=n)
     too_long = per_row > contract.MAX_TEXT_BYTES
@@ -160,20 +161,15 @@ def _check_messages(messages: pa.Array, n: int, check) -> None:
     check("messages", "has a system message after the first", _rows_with(late_system, parents, n))
     is_user = pc.fill_null(pc.equal(role, "user"), False).to_numpy(zero_copy_only=False)
     has_user = np.bincount(parents, weights=is_user, minlength=n) > 0
-    chats = (lengths > 0) & ~_rows_with(broken, parents, n)
+    chats = (lengths > 0) & ~broken_rows
     check("messages", "has no user message", chats & ~has_user)
-    last = np.flatnonzero(position == (lengths[parents] - 1))  # the last message of each row
-    last_role = pa.nulls(n, pa.string())
-    if len(last):
-        last_role = pc.take(role, pa.array(last)).to_numpy(zero_copy_only=False)
-        full = np.full(n, None, dtype=object)
-        full[parents[last]] = last_role
-        last_role = pa.array(full, pa.string())
+    last = pa.array(starts + lengths - 1, mask=lengths == 0)  # flat index of each row's last
+    last_role = pc.take(role, last)
     ends_badly = pc.invert(pc.is_in(last_role, value_set=pa.array(contract.LAST_ROLES)))
     check(
         "messages",
         f"ends with a message that is not {' or '.join(contract.LAST_ROLES)}",
-        pc.and_(pa.array(chats), pc.and_(last_role.is_valid(), ends_badly)),
+        pc.and_(pa.array(chats), ends_badly),
         last_role,
     )
 
@@ -189,11 +185,12 @@ def _rows_with(flat_mask: pa.Array, parents: np.ndarray, n: int) -> np.ndarray:
 def _first_per_row(values: pa.Array, flat_mask: pa.Array, parents: np.ndarray, n: int):
     """(n,) the first flattened value in ``flat_mask`` of each row (null where none)."""
     hit = np.flatnonzero(pc.fill_null(flat_mask, False).to_numpy(zero_copy_only=False))
-    out = np.full(n, None, dtype=object)
-    if len(hit):
-        rows, first = np.unique(parents[hit], return_index=True)
-        out[rows] = pc.take(values, pa.array(hit[first])).to_pylist()
-    return pa.array(out, pa.string())
+    index = np.zeros(n, dtype=np.int64)
+    rows, first = np.unique(parents[hit], return_index=True)
+    index[rows] = hit[first]
+    missing = np.ones(n, dtype=bool)
+    missing[rows] = False
+    return pc.take(values, pa.array(index, mask=missing)) if len(hit) else pa.nulls(n, values.type)
 
 
 def fill_defaults(

@@ -21,54 +21,18 @@ latencies and ``slo_met = False``; a finished row with no SLO at all (best-effor
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batch_runner.request_contract import OUTPUT_COLUMNS, renamed_clashes
 from sajax import metrics
 
 log = logging.getLogger(__name__)
 
-OUTPUT_COLUMNS = pa.schema(
-    [
-        ("output_text", pa.string()),
-        ("input_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("finish_reason", pa.string()),
-        ("error", pa.string()),
-        ("rank", pa.int64()),
-        ("ttft_ms", pa.float64()),
-        ("tpot_ms", pa.float64()),
-        ("e2e_ms", pa.float64()),
-        ("slo_met", pa.bool_()),
-        ("predicted_e2e_ms", pa.float64()),
-        ("engine", pa.string()),
-    ]
-)
-
 SLO_COLUMNS = ("slo_e2e_ms", "slo_ttft_ms", "slo_tpot_ms")
-INPUT_PREFIX = "input_"
-
-
-def renamed_clashes(names: Iterable[str], reserved: Iterable[str]) -> dict[str, str]:
-    """``{name: new name}`` for the ``names`` that are ``reserved``: ``input_<name>``, or
-    ``input_input_<name>`` (and so on) while that is taken by another column or a reserved one.
-
-    The one rule for input columns named like a column the job writes (README "Results")."""
-    names, reserved = list(names), set(reserved)
-    taken = set(names) | reserved
-    renames = {}
-    for name in names:
-        if name in reserved:
-            new = INPUT_PREFIX + name
-            while new in taken:
-                new = INPUT_PREFIX + new
-            taken.add(new)
-            renames[name] = new
-    return renames
 
 
 def _floats(table: pa.Table, name: str, default: float = np.nan) -> np.ndarray:
