@@ -1,51 +1,57 @@
-"""Rebuild BENCHMARKS.md: its headline (everything above the first result section) stays, the
-result sections are re-read from ``benchmarks/results/*.md`` (headings shifted one level down,
-code blocks untouched).
+"""Check BENCHMARKS.md, the one-page summary: at most MAX_LINES lines, every table row of a
+target links to a result file of ``benchmarks/results/`` that exists, and every result file is
+linked from the page. Exit 1 with the faults listed, else print the page's size.
 
     .venv/bin/python benchmarks/collect.py
+
+(The page used to be rebuilt from the result files by this script; the result files now stay in
+``benchmarks/results/`` and the page keeps one row per target that links to them.)
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = [
-    "anneal.md",
-    "fidelity.md",
-    "planner.md",
-    "planner_table.md",
-    "cpu-job.md",
-    "llamacpp.md",
-    "workloads-calibration.md",
-    "job-runner.md",
-    "requests-io.md",
-    "turbomind.md",
-]
-MARKER = "<!-- from benchmarks/results/"
+MAX_LINES = 150
+LINK = re.compile(r"\]\((benchmarks/results/[^)#\s]*)(#[^)\s]*)?\)")
 
 
-def demote_headings(text: str) -> str:
-    out, fenced = [], False
-    for line in text.splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-        out.append("#" + line if not fenced and re.match(r"#+ ", line) else line)
-    return "\n".join(out)
+def page_faults(page: Path = ROOT / "BENCHMARKS.md") -> list[str]:
+    """What is wrong with the page (empty when it is fine)."""
+    lines = page.read_text().splitlines()
+    faults = []
+    if len(lines) > MAX_LINES:
+        faults.append(f"{page.name} has {len(lines)} lines (at most {MAX_LINES})")
+    linked: set[str] = set()
+    for no, line in enumerate(lines, 1):
+        targets = LINK.findall(line)
+        for target, _anchor in targets:
+            if target.endswith("/"):
+                continue
+            linked.add(Path(target).name)
+            if not (ROOT / target).is_file():
+                faults.append(f"line {no}: {target} does not exist")
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        is_row = line.startswith("|") and not set(line) <= set("|-: ")
+        is_header = is_row and cells[:2] in (["target", "figure now"], ["measurement", "figure"])
+        if is_row and not is_header and not targets:
+            faults.append(f"line {no}: a row without a link to its result file: {line[:60]}")
+    for result in sorted((ROOT / "benchmarks" / "results").glob("*.md")):
+        if result.name not in linked:
+            faults.append(f"benchmarks/results/{result.name} is not linked from {page.name}")
+    return faults
 
 
 def main() -> None:
-    target = ROOT / "BENCHMARKS.md"
-    head = target.read_text().split(MARKER, 1)[0].rstrip() + "\n"
-    names = ORDER + sorted(
-        p.name for p in (ROOT / "benchmarks" / "results").glob("*.md") if p.name not in ORDER
-    )
-    sections = [
-        f"{MARKER}{name} -->\n" + demote_headings((ROOT / "benchmarks/results" / name).read_text())
-        for name in names
-    ]
-    target.write_text(head + "\n\n" + "\n\n".join(sections) + "\n")
+    faults = page_faults()
+    for fault in faults:
+        print(fault, file=sys.stderr)
+    if faults:
+        sys.exit(1)
+    print(f"BENCHMARKS.md: {len((ROOT / 'BENCHMARKS.md').read_text().splitlines())} lines, ok")
 
 
 if __name__ == "__main__":
