@@ -3,7 +3,8 @@
 On a terminal it is a live tqdm bar. When stderr is not a terminal (a nightly job's log file, a
 pipe, CI), a redrawn bar would be one long line of frames, so it writes plain lines instead: one
 when another ``fraction`` (10 %) of the rows is done or ``interval_s`` (10 s) has passed since
-the last line, whichever comes first, with one at the start and one at the end::
+the last line (checked as rows finish), whichever comes first, with one at the first row and
+one at the end::
 
     rows 60/200 (30%)  SLO 55.0%  0.8 rows/s  ETA 2m55s  elapsed 1m15s
 

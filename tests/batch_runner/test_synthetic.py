@@ -49,3 +49,38 @@ def test_deterministic():
     a, b = paper_mix(100, seed=7), paper_mix(100, seed=7)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_real_chat_lengths_replace_the_drawn_ones_and_the_rest_stays(tmp_path):
+    import json
+
+    import pytest
+
+    from batch_runner.workloads.synthetic import sharegpt_chat_lengths
+    from batch_runner.workloads.tokens import TokenCounter
+
+    words = TokenCounter("test:words", lambda text: len(text.split()))
+    entries = [
+        {
+            "id": f"c{i}",
+            "conversations": [
+                {"from": "human", "value": " ".join(["q"] * (5 + i))},
+                {"from": "gpt", "value": " ".join(["a"] * (10 + 2 * i))},
+            ],
+        }
+        for i in range(300)
+    ]
+    path = tmp_path / "chats.json"
+    path.write_text(json.dumps(entries))
+    inp, out = sharegpt_chat_lengths(200, seed=1, source=str(path), counter=words)
+    assert len(inp) == 200 and np.all(out == 10 + 2 * (inp - 5))  # each pair kept together
+    synthetic = paper_mix(200, seed=3)
+    real = paper_mix(200, seed=3, chat_lengths=(inp, out))
+    chat = real["task"] == "chat"
+    k = int(chat.sum())
+    assert np.array_equal(real["input_len"][chat], inp[:k])
+    assert np.array_equal(real["output_len"][chat], out[:k])
+    assert np.array_equal(real["task"], synthetic["task"])
+    assert np.array_equal(real["output_len"][~chat], synthetic["output_len"][~chat])
+    with pytest.raises(ValueError, match="chat_lengths has 5 pairs"):
+        paper_mix(200, seed=3, chat_lengths=(inp[:5], out[:5]))
