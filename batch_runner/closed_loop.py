@@ -9,11 +9,12 @@ have a new order (``revise``). The loop keeps
   (per-task output lengths), both fed by what the engine reports (``batch_runner.online_fit``);
 - the progress of the finishes since the last plan, measured (M) against predicted (P)::
 
-      rate error   = (M_last - M_first) / (P_last - P_first) - 1   over the last drift_window
+      rate error   = dM/dP - 1    (least-squares slope over the last drift_window finishes)
       offset error = (M_last - P_last) / max(P_last - t_plan, 1 ms)
 
-A re-plan is due when either is beyond ``drift_threshold`` (reason ``drift``; the rate error
-sees a change of speed within a few finishes, the offset error a slow creep), or every
+A re-plan is due when the rate error is beyond ``rate_threshold`` or the offset error beyond
+``drift_threshold`` (reason ``drift``; the rate error sees a change of speed within a few
+finishes, the offset error a slow creep), or every
 ``every`` finishes (reason ``every N``; 0 = never). It runs ``batch_runner.replan.replan`` on
 a snapshot of the state with the refitted model and lengths; the requests in flight keep
 running. With a wall-clock engine the re-plan runs in a background thread and the executor
@@ -49,7 +50,8 @@ CURVE_POINTS = 60  # points kept per predicted-attainment curve
 
 @dataclass(frozen=True)
 class LoopConfig:
-    drift_threshold: float = 0.15  # |median progress error| that triggers a re-plan
+    drift_threshold: float = 0.15  # |progress offset error| that triggers a re-plan
+    rate_threshold: float = 0.3  # |progress rate error| that triggers a re-plan
     drift_window: int = 8  # finishes since the last plan the median is taken over
     every: int = 0  # also re-plan every this many finishes (0 = only on drift)
     budget_s: float = 2.0  # planner time budget of a re-plan
@@ -57,8 +59,10 @@ class LoopConfig:
     max_replans: int = 50
 
     def __post_init__(self):
-        if not self.drift_threshold > 0 or self.drift_window < 1 or self.every < 0:
-            raise ValueError("need drift_threshold > 0, drift_window >= 1 and every >= 0")
+        if not (self.drift_threshold > 0 and self.rate_threshold > 0):
+            raise ValueError("the drift thresholds must be > 0")
+        if self.drift_window < 3 or self.every < 0:
+            raise ValueError("need drift_window >= 3 and every >= 0")
         if not self.budget_s > 0:
             raise ValueError(f"the re-plan budget must be > 0 s, got {self.budget_s}")
 
@@ -93,8 +97,9 @@ class ClosedLoop:
         self.speed = OnlineSpeed(model, engine)
         self.speed.set_cap(cap)
         n = len(ids)
+        # without a length model the planned lengths stand (as for ignore_eos rows)
         self.lengths = lengths or OnlineLengths(
-            ["default"] * n, [-1] * n, problem.output_len, [False] * n, problem.output_len
+            ["default"] * n, [-1] * n, problem.output_len, [True] * n, problem.output_len
         )
         self.predicted = np.asarray(predicted_finish_ms, np.float64).copy()
         self.plan_at_ms = 0.0
@@ -157,14 +162,12 @@ class ClosedLoop:
         """The reason to re-plan when measured progress left the prediction (module doc)."""
         if len(self.progress) < self.config.drift_window:
             return None
-        pts = sorted(self.progress)
-        (m0, p0), (m1, p1) = pts[0], pts[-1]
-        rate = (m1 - m0) / (p1 - p0) - 1 if p1 - p0 > 1.0 else 0.0
-        offset = (m1 - p1) / max(p1 - self.plan_at_ms, 1.0)
-        thr = self.config.drift_threshold
-        if abs(rate) > thr:
+        m, p = np.array(sorted(self.progress)).T
+        rate = float(np.polyfit(p, m, 1)[0]) - 1 if np.ptp(p) > 1.0 else 0.0
+        offset = (m[-1] - p[-1]) / max(p[-1] - self.plan_at_ms, 1.0)
+        if abs(rate) > self.config.rate_threshold:
             return f"drift (progress rate {100 * rate:+.0f}%)"
-        if abs(offset) > thr:
+        if abs(offset) > self.config.drift_threshold:
             return f"drift (progress offset {100 * offset:+.0f}%)"
         return None
 

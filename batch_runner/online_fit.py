@@ -10,9 +10,10 @@ fit estimates one factor ``s`` over a recent window and the job re-plans with ``
   ``window_iterations`` iterations, each predicted from its own token counts;
 - per request otherwise: a shadow run of the reference simulator over the requests in the order
   they were submitted (measured lengths for the finished ones, the cap for those still running,
-  which then cannot finish early), ``s = (M_last - M_first) / (P_last - P_first)`` over the
-  last ``window_requests`` finishes (M measured, P the shadow's times at unit speed). An offline
-  engine's schedule does not depend on its speed, so P is exact up to the scale.
+  which then cannot finish early) gives P, each finish's time at the model's speed; an offline
+  engine's schedule does not depend on its speed, so M (measured) is linear in P while the
+  speed holds. ``s`` is the slope dM/dP of the last segment of the last ``window_requests``
+  finishes, split in two lines where that fits best (a change of speed inside the window).
 
 Output lengths. Per task: the measured ``output_tokens`` of finished rows without
 ``ignore_eos``, and, for rows that had an ``output_tokens_hint``, the ratio measured / hint.
@@ -92,11 +93,12 @@ class OnlineSpeed:
         self._cap = int(cap)
 
     # -- the estimate --------------------------------------------------------------------------
-    def scale(self) -> float:
-        """Measured / modelled time over the recent window; 1.0 without enough evidence."""
+    def scale(self, window_requests: int | None = None) -> float:
+        """Measured / modelled time over the recent window (``window_requests`` finishes for
+        the per-request estimate, default the constructor's); 1.0 without enough evidence."""
         s = self._scale_from_iterations() if self._log is not None else None
         if s is None:
-            s = self._scale_from_requests()
+            s = self._scale_from_requests(window_requests or self.window_requests)
         return 1.0 if s is None or not np.isfinite(s) or s <= 0 else float(s)
 
     def current_model(self) -> EngineModel:
@@ -123,8 +125,7 @@ class OnlineSpeed:
         measured = 1000.0 * sum(r.seconds for r in recent)
         return measured / modelled if modelled > 0 else None
 
-    def _scale_from_requests(self) -> float | None:
-        k = self.window_requests
+    def _scale_from_requests(self, k: int) -> float | None:
         if len(self._order_finished) < max(4, k // 2):
             return None
         shadow = ContinuousBatchSim(self.model._replace(slots=np.int32(self._cap)))
@@ -144,9 +145,30 @@ class OnlineSpeed:
             return None
         m = np.array([self._finish_ms[r] for r in window])
         p = np.array([predicted[r] for r in window])
-        i, j = int(np.argmin(m)), int(np.argmax(m))
-        dp = p[j] - p[i]
-        return (m[j] - m[i]) / dp if dp > 0 else None
+        return _last_segment_slope(p[np.argsort(m)], np.sort(m))
+
+
+def _last_segment_slope(p: np.ndarray, m: np.ndarray, min_points: int = 3) -> float | None:
+    """The slope dM/dP of the last linear segment: the split of the window into two lines
+    (or none) with the least squared error, so that a change of speed inside the window gives
+    the speed after it."""
+
+    def sse(x, y):
+        if len(x) < 2 or np.ptp(x) <= 0:
+            return 0.0, None
+        coef = np.polyfit(x, y, 1)
+        return float(np.sum((np.polyval(coef, x) - y) ** 2)), float(coef[0])
+
+    best, slope = np.inf, None
+    for split in range(0, len(p) - min_points + 1):
+        if 0 < split < 2:
+            continue  # a first segment of one point says nothing
+        head, _ = sse(p[:split], m[:split]) if split else (0.0, None)
+        tail, s = sse(p[split:], m[split:])
+        penalty = 1e-9 * (split > 0)  # no split unless it explains more
+        if s is not None and head + tail + penalty < best * (1 - 1e-6):
+            best, slope = head + tail + penalty, s
+    return slope
 
 
 class OnlineLengths:

@@ -105,7 +105,8 @@ class SimEngine:
         self.profile = profile
         self.drift = drift if drift is not None and drift.active else None
         self.log_iterations = bool(log_iterations)
-        self.iteration_log: list[IterationRecord] = []
+        # None when not logging: the closed loop and the probe then fit per request
+        self.iteration_log: list[IterationRecord] | None = [] if log_iterations else None
         self._sim: ContinuousBatchSim | None = None
         self._lengths: dict[str, tuple[int, int, str]] = {}  # id -> (input, output, reason)
         self._wall0 = 0.0
@@ -120,7 +121,8 @@ class SimEngine:
         self._sim0_s = self._sim.now_ms / 1000.0
         self._due = None
         self._factor = 1.0
-        self.iteration_log.clear()
+        if self.iteration_log is not None:
+            self.iteration_log.clear()
 
     def stop(self) -> None:
         self._sim = None
