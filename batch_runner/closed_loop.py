@@ -84,8 +84,10 @@ class ClosedLoop:
         objective: str = "goodput",
         seed: int = 0,
         planner=None,
+        on_start=None,
     ):
         self.config = config or LoopConfig()
+        self.on_start = on_start  # on_start(reason, pending, t_s) when a re-plan begins
         self.problem = problem
         self.row_of = {rid: i for i, rid in enumerate(ids)}
         self.ids = list(ids)
@@ -103,6 +105,9 @@ class ClosedLoop:
         )
         self.predicted = np.asarray(predicted_finish_ms, np.float64).copy()
         self.plan_at_ms = 0.0
+        # rows whose prediction the progress check trusts: those not yet admitted when the
+        # plan was made (a row in flight is predicted from an estimate of its tokens so far)
+        self.tracked: set[int] = set(range(len(ids)))
         self.progress: deque[tuple[float, float]] = deque(maxlen=self.config.drift_window)
         self.since_plan = 0
         self.first_ms: dict[int, float] = {}
@@ -148,7 +153,7 @@ class ClosedLoop:
         self.done_met[row] = self._met(row, m.first_token_ms, m.finish_ms, m.output_tokens)
         self.done_e2e[row] = float(m.finish_ms)
         pred = self.predicted[row]
-        if np.isfinite(pred):
+        if np.isfinite(pred) and row in self.tracked:
             self.progress.append((float(m.finish_ms), float(pred)))
         self.since_plan += 1
         if self._due is None and len(self.records) < self.config.max_replans:
@@ -187,6 +192,8 @@ class ClosedLoop:
         if not pending:
             return None
         state, scale = self._snapshot(pending, now_ms)
+        if self.on_start is not None:
+            self.on_start(reason, len(pending), now_ms / 1000.0)
         if not self.background:
             return self._apply((reason, state, scale, self._run(state, scale)), pending_ids)
         self._thread = threading.Thread(
@@ -196,10 +203,15 @@ class ClosedLoop:
         return None
 
     def close(self, timeout: float | None = None) -> None:
-        """Wait for a re-plan in progress (its result is dropped)."""
+        """Wait for a re-plan in progress; it is recorded, with nothing left to re-order."""
         thread = self._thread
         if thread is not None:
             thread.join(timeout if timeout is not None else 4 * self.config.budget_s + 60)
+        with self._lock:
+            result, self._result = self._result, None
+        if result is not None:
+            self._thread = None
+            self._apply(result, [])
 
     # -- re-planning ---------------------------------------------------------------------------
     def _snapshot(self, pending: list[int], now_ms: float):
@@ -240,6 +252,7 @@ class ClosedLoop:
             np.isfinite(forecast.finish_ms), forecast.finish_ms, self.predicted
         )
         self.plan_at_ms = state.now_ms
+        self.tracked = set(state.pending)
         self.progress.clear()
         self.since_plan = 0
         met = self._predicted_met(forecast.finish_ms, forecast.first_ms, state)

@@ -43,6 +43,7 @@ def plot_closed_loop(data, loop: dict):
     for k, curve in enumerate(loop.get("curves") or []):
         cx, cy = zip(*curve["points"], strict=True)
         first = k == 0
+        label = "predicted by the plan" if first else "predicted after a re-plan"
         ax.step(
             cx,
             cy,
@@ -50,7 +51,7 @@ def plot_closed_loop(data, loop: dict):
             color=COLORS[1] if first else COLORS[2 + (k - 1) % 6],
             ls="-" if first else "--",
             lw=1.2,
-            label="predicted by the plan" if first else ("predicted after a re-plan" if k == 1 else None),
+            label=label if k <= 1 else None,
         )
     for r in loop.get("replans") or []:
         ax.axvline(r["t_s"], color="grey", lw=0.8, ls=":")
