@@ -97,7 +97,6 @@ class ClosedLoop:
         self.seed = int(seed)
         self.planner = planner
         self.speed = OnlineSpeed(model, engine)
-        self.speed.set_cap(cap)
         n = len(ids)
         # without a length model the planned lengths stand (as for ignore_eos rows)
         self.lengths = lengths or OnlineLengths(
@@ -268,7 +267,6 @@ class ClosedLoop:
         if not choice.changed:
             return None
         self.cap = int(choice.cap)
-        self.speed.set_cap(self.cap)
         still = set(pending_ids)
         new = [self.ids[r] for r in choice.order if self.ids[r] in still]
         rest = [rid for rid in pending_ids if rid not in set(new)]

@@ -28,7 +28,7 @@ have finished (else the planned length), capped at ``max_new_tokens``.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 import numpy as np
@@ -70,13 +70,13 @@ class OnlineSpeed:
         self._finish_ms: dict[str, float] = {}
         self._order_finished: list[str] = []
         self._cap_tokens: dict[str, tuple[int, int]] = {}  # id -> (input estimate, cap)
-        self._cap = int(model.slots)
         self.source = "iterations" if self._log is not None else "requests"
 
     # -- observations --------------------------------------------------------------------------
     def observe_submit(self, rid: str, input_tokens: int, max_new_tokens: int) -> None:
         if rid not in self._cap_tokens:
-            self._submitted.append(rid)
+            # what was finished when it went in: the shadow submits it after as many finishes
+            self._submitted.append((rid, len(self._order_finished)))
         self._cap_tokens[rid] = (max(1, int(input_tokens)), max(1, int(max_new_tokens)))
 
     def observe_finish(self, rid: str, input_tokens, output_tokens, finish_ms: float) -> None:
@@ -88,9 +88,6 @@ class OnlineSpeed:
         self._lengths[rid] = (max(1, n_in), max(1, n_out))
         self._finish_ms[rid] = float(finish_ms)
         self._order_finished.append(rid)
-
-    def set_cap(self, cap: int) -> None:
-        self._cap = int(cap)
 
     # -- the estimate --------------------------------------------------------------------------
     def scale(self, window_requests: int | None = None) -> float:
@@ -128,10 +125,20 @@ class OnlineSpeed:
     def _scale_from_requests(self, k: int) -> float | None:
         if len(self._order_finished) < max(4, k // 2):
             return None
-        shadow = ContinuousBatchSim(self.model._replace(slots=np.int32(self._cap)))
-        for rid in self._submitted:
-            n_in, n_out = self._lengths.get(rid) or self._cap_tokens[rid]
-            shadow.submit(rid, n_in, n_out)
+        # the executor's admissions, replayed: each request goes in after as many finishes as
+        # it did (exact for submissions on a finish; one a re-plan's larger cap let in between
+        # finishes goes in a few iterations early)
+        shadow = ContinuousBatchSim(self.model)
+        queue = deque(self._submitted)
+        done = 0
+
+        def feed() -> None:
+            while queue and queue[0][1] <= done:
+                rid, _ = queue.popleft()
+                n_in, n_out = self._lengths.get(rid) or self._cap_tokens[rid]
+                shadow.submit(rid, n_in, n_out)
+
+        feed()
         predicted: dict[str, float] = {}
         while len(predicted) < len(self._order_finished):
             it = shadow.advance()
@@ -140,6 +147,8 @@ class OnlineSpeed:
             for rid in it.finished:
                 if rid in self._finish_ms:
                     predicted[rid] = it.t_end_ms
+            done += len(it.finished)
+            feed()
         window = [r for r in self._order_finished if r in predicted][-k:]
         if len(window) < 4:
             return None
