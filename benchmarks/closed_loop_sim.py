@@ -33,12 +33,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batch_runner import job  # noqa: E402
 from batch_runner.closed_loop import ClosedLoop, LoopConfig  # noqa: E402
 from batch_runner.engines.base import SamplingParams  # noqa: E402
 from batch_runner.engines.sim import SimEngine  # noqa: E402
 from batch_runner.engines.sim_drift import make_drift  # noqa: E402
 from batch_runner.executor import execute  # noqa: E402
+from batch_runner.job import engines as job_engines  # noqa: E402
+from batch_runner.job import plan_step  # noqa: E402
 from batch_runner.online_fit import OnlineLengths, scaled_model  # noqa: E402
 from sajax.metrics import attainment, slo_metrics  # noqa: E402
 from sajax.profiles import load_profile  # noqa: E402
@@ -122,8 +123,8 @@ def one_level(args, slo_mult: float) -> dict:
 
     table = load_table(args.requests, slo_mult)
     model = load_profile("default")
-    lengths = job._predicted_output_tokens(table)
-    problem = job._problem_from_table(table, SimEngine(model), lengths.tokens)
+    lengths = plan_step._predicted_output_tokens(table)
+    problem = plan_step._problem_from_table(table, SimEngine(model), lengths.tokens)
     cfg = PlanConfig(objective=args.objective, time_budget_s=args.budget)
     t = time.perf_counter()
     base = plan(problem, model, cfg, jax.random.key(args.seed))
@@ -136,14 +137,14 @@ def one_level(args, slo_mult: float) -> dict:
         output_sigma=args.out_sigma,
         seed=args.seed,
     )
-    requests = job._engine_requests(table, SamplingParams())
+    requests = job_engines._engine_requests(table, SamplingParams())
     ids = [r.id for r in requests]
     caps = np.asarray(lengths.tokens)  # hints are the planned lengths here
-    max_new = job._int_column(table, "max_new_tokens", 256)
+    max_new = plan_step._int_column(table, "max_new_tokens", 256)
     true_out = np.array(
         [drift.output_tokens(r.id, int(caps[i]), int(max_new[i])) for i, r in enumerate(requests)]
     )
-    hints = job._int_column(table, "output_tokens_hint", -1)
+    hints = plan_step._int_column(table, "output_tokens_hint", -1)
     tasks = table.column("task").to_pylist()
     ignore = np.zeros(len(ids), bool)
 

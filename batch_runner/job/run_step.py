@@ -131,8 +131,9 @@ def run_job(
         except EngineError as exc:
             raise EngineDied(f"the {engine.name} engine failed to start: {exc}") from exc
         try:
+            t_cal = time.monotonic()
             cal = calibrate_step(engine, config, todo)
-            loop_info["calibration"] = cal.as_dict()
+            loop_info["calibration"] = {**cal.as_dict(), "seconds": time.monotonic() - t_cal}
             t_plan = time.monotonic()
             plan = make_plan(todo, engine, config, model=cal.model)
             plan_time_s = time.monotonic() - t_plan

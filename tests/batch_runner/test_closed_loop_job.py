@@ -58,6 +58,7 @@ def _cmd(src, out):
 LOOP_ARGS = ["--time-budget", "1", "--replan-every", "4", "--replan-budget", "1.5"]
 
 
+@pytest.mark.slow
 def test_summary_reports_calibration_and_replans(job_input, tmp_path):
     out, summary_path = tmp_path / "r.parquet", tmp_path / "s.json"
     done = subprocess.run(
