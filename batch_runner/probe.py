@@ -186,12 +186,14 @@ def run_probe(engine, base: EngineModel, budget_s: float, seed: int = 0) -> Cali
     for k, point in enumerate(WARMUP):
         _run_point(engine, point._replace(batch=min(point.batch, slots)), f"probe-warm-{k}", rng)
     first_record = len(log) if log is not None else 0
-    xs, ys, points = [], [], 0
+    xs, ys, points, longest = [], [], 0, 0.0
     for k, point in enumerate(probe_points(slots)):
-        if points >= 3 and time.perf_counter() - started > budget_s:
+        # stop before a point that would likely end past the budget (after the first three)
+        if points >= 3 and time.perf_counter() - started + longest > budget_s:
             break
-        t0 = engine.now()
+        t0, t_point = engine.now(), time.perf_counter()
         times = _run_point(engine, point, f"probe-{k}", rng)
+        longest = max(longest, time.perf_counter() - t_point)
         points += 1
         if log is None:
             ids = [f"probe-{k}-{j}" for j in range(point.batch)]

@@ -63,7 +63,7 @@ def run_job(args, requests: Path, name: str, *extra: str, load_at_s: float | Non
     summary = out / "summary.json"
     cmd = [str(BIN / "sajax-batch"), str(requests), "--out", str(out / "results.parquet")]
     cmd += ["--engine", "llamacpp", "--slo-config", str(PRESETS), "--summary-json", str(summary)]
-    cmd += ["--report", str(out / "report.html"), "--quiet", *extra]
+    cmd += ["--report", str(out / "report.html"), "--quiet", "--calibrate", args.calibrate, *extra]
     before = _uptime()
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=_env(args), stderr=subprocess.PIPE, text=True)
@@ -118,6 +118,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", type=Path, default=ROOT / "out" / "closed-loop-real")
     ap.add_argument("--load-procs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip-load", action="store_true", help="no competing-load runs")
+    ap.add_argument(
+        "--calibrate",
+        default="auto",
+        choices=["auto", "always", "never"],
+        help="passed to every run (auto: a fresh clone's default; a job under ~40 s predicted "
+        "is too short to probe, so a small --n check wants always)",
+    )
     args = ap.parse_args(argv)
     if (args.out_dir / "cache").exists():
         shutil.rmtree(args.out_dir / "cache")  # the fresh clone's empty cache

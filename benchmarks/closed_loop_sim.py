@@ -4,7 +4,8 @@ One request file (``make run``'s: paper-mix, 200 rows, CPU presets, SLO bounds t
 ``--slo-mult``), one plan (sajax, ``--budget`` s, the shipped CPU profile = the sim's true
 speed before the change), executed on the ``sim`` engine whose speed changes at half the plan's
 predicted makespan (``SAJAX_SIM_DRIFT``'s ``speed``), optionally with output lengths off the
-hints (``--out-scale``, ``--out-sigma``). Four runs of the same plan:
+hints (``--out-scale``, ``--out-sigma``, with ``--eos``: rows generate their hinted length
+instead of ``max_new_tokens``). Four runs of the same plan:
 
     open      the plan as made, never revised (today's job)
     closed    the closed loop (batch_runner.closed_loop): online speed fit, drift detection,
@@ -47,7 +48,7 @@ from sajax.profiles import load_profile  # noqa: E402
 REQUESTS = ROOT / "out" / "requests.parquet"
 
 
-def load_table(path: Path, slo_mult: float):
+def load_table(path: Path, slo_mult: float, eos: bool = False):
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -58,6 +59,9 @@ def load_table(path: Path, slo_mult: float):
         build_requests(path)
     presets = load_presets(ROOT / "datasets" / "slo_presets.toml", scale="cpu")
     table = read_requests(path, slo_config=presets).table
+    if eos and "ignore_eos" in table.column_names:  # lengths from the hints, which may drift
+        i = table.column_names.index("ignore_eos")
+        table = table.set_column(i, "ignore_eos", pa.array([False] * table.num_rows))
     for col in ("slo_e2e_ms", "slo_ttft_ms"):
         if col in table.column_names:
             i = table.column_names.index(col)
@@ -121,7 +125,7 @@ def one_level(args, slo_mult: float) -> dict:
 
     from sajax.planner import PlanConfig, plan
 
-    table = load_table(args.requests, slo_mult)
+    table = load_table(args.requests, slo_mult, eos=args.eos)
     model = load_profile("default")
     lengths = plan_step._predicted_output_tokens(table)
     problem = plan_step._problem_from_table(table, SimEngine(model), lengths.tokens)
@@ -139,14 +143,18 @@ def one_level(args, slo_mult: float) -> dict:
     )
     requests = job_engines._engine_requests(table, SamplingParams())
     ids = [r.id for r in requests]
-    caps = np.asarray(lengths.tokens)  # hints are the planned lengths here
     max_new = plan_step._int_column(table, "max_new_tokens", 256)
-    true_out = np.array(
-        [drift.output_tokens(r.id, int(caps[i]), int(max_new[i])) for i, r in enumerate(requests)]
-    )
     hints = plan_step._int_column(table, "output_tokens_hint", -1)
     tasks = table.column("task").to_pylist()
-    ignore = np.zeros(len(ids), bool)
+    ignore = np.asarray(table.column("ignore_eos").to_pylist(), bool)
+    # what the sim will generate (batch_runner.engines.sim.simulated_output_tokens)
+    base = np.where(hints >= 0, hints, max_new)
+    true_out = np.array(
+        [
+            max_new[i] if ignore[i] else drift.output_tokens(r.id, int(base[i]), int(max_new[i]))
+            for i, r in enumerate(requests)
+        ]
+    )
 
     def new_lengths():
         return OnlineLengths(tasks, hints, max_new, ignore, lengths.tokens)
@@ -211,6 +219,7 @@ def main(argv=None) -> int:
     ap.add_argument("--at", type=float, default=0.5, help="change at this share of makespan")
     ap.add_argument("--out-scale", type=float, default=1.0)
     ap.add_argument("--out-sigma", type=float, default=0.0)
+    ap.add_argument("--eos", action="store_true", help="rows stop at their hints (no ignore_eos)")
     ap.add_argument("--objective", default="goodput")
     ap.add_argument("--budget", type=float, default=5.0, help="initial plan budget (s)")
     ap.add_argument("--replan-budget", type=float, default=1.0)
