@@ -148,10 +148,10 @@ def one_level(args, slo_mult: float) -> dict:
     tasks = table.column("task").to_pylist()
     ignore = np.asarray(table.column("ignore_eos").to_pylist(), bool)
     # what the sim will generate (batch_runner.engines.sim.simulated_output_tokens)
-    base = np.where(hints >= 0, hints, max_new)
+    hinted = np.where(hints >= 0, hints, max_new)
     true_out = np.array(
         [
-            max_new[i] if ignore[i] else drift.output_tokens(r.id, int(base[i]), int(max_new[i]))
+            max_new[i] if ignore[i] else drift.output_tokens(r.id, int(hinted[i]), int(max_new[i]))
             for i, r in enumerate(requests)
         ]
     )
