@@ -85,6 +85,7 @@ class ClosedLoop:
         seed: int = 0,
         planner=None,
         on_start=None,
+        predicted_first_ms=None,
     ):
         self.config = config or LoopConfig()
         self.on_start = on_start  # on_start(reason, pending, t_s) when a re-plan begins
@@ -123,7 +124,8 @@ class ClosedLoop:
         self.background = (
             not clock_virtual if self.config.background is None else self.config.background
         )
-        self._add_curve(0.0, "plan", self.predicted, self._predicted_met(self.predicted, None))
+        met = self._predicted_met(self.predicted, predicted_first_ms)  # None: first = finish
+        self._add_curve(0.0, "plan", self.predicted, met)
 
     # -- what the executor reports -------------------------------------------------------------
     def on_submit(self, rid: str, t_ms: float) -> None:

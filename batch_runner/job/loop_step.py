@@ -118,6 +118,10 @@ def make_loop(
         def echo(reason: str, pending: int, t_s: float) -> None:
             click.echo(f"re-planning {pending} pending requests at {t_s:.1f} s: {reason}", err=True)
 
+    from sajax.refsim import reference_simulate
+
+    cap_model = model._replace(slots=np.int32(plan.inflight_cap))
+    first = reference_simulate(plan.order, problem.input_len, problem.output_len, cap_model)
     loop_config = LoopConfig(every=int(config.replan_every), budget_s=float(config.replan_budget))
     return ClosedLoop(
         problem,
@@ -131,4 +135,5 @@ def make_loop(
         objective=OBJECTIVES.get(config.objective, config.objective),
         seed=config.seed,
         on_start=echo,
+        predicted_first_ms=first.first_token_ms,
     )
