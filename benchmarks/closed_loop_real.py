@@ -63,7 +63,8 @@ def run_job(args, requests: Path, name: str, *extra: str, load_at_s: float | Non
     summary = out / "summary.json"
     cmd = [str(BIN / "sajax-batch"), str(requests), "--out", str(out / "results.parquet")]
     cmd += ["--engine", "llamacpp", "--slo-config", str(PRESETS), "--summary-json", str(summary)]
-    cmd += ["--report", str(out / "report.html"), "--quiet", "--calibrate", args.calibrate, *extra]
+    calibrate = args.calibrate if name == "sajax" else "auto"  # later runs: the cached fit
+    cmd += ["--report", str(out / "report.html"), "--quiet", "--calibrate", calibrate, *extra]
     before = _uptime()
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=_env(args), stderr=subprocess.PIPE, text=True)
@@ -122,8 +123,9 @@ def main(argv=None) -> int:
         "--calibrate",
         default="auto",
         choices=["auto", "always", "never"],
-        help="passed to every run (auto: a fresh clone's default; a job under ~40 s predicted "
-        "is too short to probe, so a small --n check wants always)",
+        help="--calibrate of the first (sajax) run; the others run with auto and find its "
+        "cached fit (auto: a fresh clone's default; a job under ~40 s predicted is too short "
+        "to probe, so a small --n check wants always)",
     )
     args = ap.parse_args(argv)
     if (args.out_dir / "cache").exists():
