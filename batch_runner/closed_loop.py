@@ -319,6 +319,9 @@ class ClosedLoop:
                 np.linspace(0, len(times) - 1, min(CURVE_POINTS, len(times))).astype(int)
             )
             pts += [(float(times[order][k]) / 1000.0, float(cum[k]) / total) for k in keep]
+        live = np.isfinite(finish)
+        if live.any():  # flat to the last predicted finish
+            pts.append((float(np.max(np.asarray(finish)[live])) / 1000.0, pts[-1][1]))
         self.curves.append({"from_s": t_ms / 1000.0, "label": label, "points": pts})
 
     def summary(self) -> dict:

@@ -27,7 +27,10 @@ def measured_curve(e2e_ms, met, has_slo, weight) -> list[tuple[float, float]]:
     order = np.argsort(e2e[hits], kind="stable")
     t = e2e[hits][order] / 1000.0
     cum = np.cumsum(w[hits][order]) / total
-    return [(0.0, 0.0)] + [(float(a), float(b)) for a, b in zip(t, cum, strict=True)]
+    pts = [(0.0, 0.0)] + [(float(a), float(b)) for a, b in zip(t, cum, strict=True)]
+    if np.isfinite(e2e).any():  # flat to the job's last finish
+        pts.append((float(np.nanmax(np.where(np.isfinite(e2e), e2e, np.nan))) / 1000.0, pts[-1][1]))
+    return pts
 
 
 def plot_closed_loop(data, loop: dict):
