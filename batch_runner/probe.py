@@ -227,12 +227,14 @@ def calibrate_for_job(
     mode: str,
     base: EngineModel,
     *,
-    predicted_job_s: float,
+    predicted_job_s,
     max_seconds: float = MAX_PROBE_S,
     share: float = PROBE_SHARE,
     seed: int = 0,
 ) -> Calibration:
-    """The engine model a job plans with (module doc); ``engine`` is started."""
+    """The engine model a job plans with (module doc); ``engine`` is started.
+    ``predicted_job_s``: seconds, or a function giving them (called only when a probe is due,
+    so that a cached fit costs no prediction)."""
     if mode not in MODES:
         raise ConfigError(f"--calibrate must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "never":
@@ -242,6 +244,8 @@ def calibrate_for_job(
         cached = load_cached(key)
         if cached is not None:
             return cached
+    if callable(predicted_job_s):
+        predicted_job_s = predicted_job_s()
     budget = min(float(max_seconds), float(share) * max(0.0, float(predicted_job_s)))
     if mode == "auto" and budget < MIN_PROBE_S:
         why = f"job predicted {predicted_job_s:.0f} s: too short to probe"

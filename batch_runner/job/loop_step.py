@@ -56,16 +56,21 @@ def calibrate_step(engine: Engine, config: JobConfig, table: pa.Table) -> Calibr
             return Calibration(base, f"--profile {config.profile}", None, {}, "", 0.0, 0)
         if simulated:
             return Calibration(base, "the sim engine's own profile", None, {}, "", 0.0, 0)
-    lengths = _predicted_output_tokens(table, _length_predictor(config))
-    problem = _problem_from_table(table, engine, lengths.tokens)
-    ref = reference_simulate(np.arange(table.num_rows), problem.input_len, problem.output_len, base)
-    predicted_s = float(np.nanmax(ref.finish_ms)) / 1000.0 if table.num_rows else 0.0
-    if mode != "never" and not config.quiet:
-        click.echo(
-            f"calibrating the {engine.name} engine (--calibrate {mode}): the job is predicted "
-            f"to take {predicted_s:.0f} s with the shipped profile",
-            err=True,
-        )
+
+    def predicted_s() -> float:  # the job's time with the shipped profile (only to probe)
+        lengths = _predicted_output_tokens(table, _length_predictor(config))
+        problem = _problem_from_table(table, engine, lengths.tokens)
+        order = np.arange(table.num_rows)
+        ref = reference_simulate(order, problem.input_len, problem.output_len, base)
+        seconds = float(np.nanmax(ref.finish_ms)) / 1000.0 if table.num_rows else 0.0
+        if not config.quiet:
+            click.echo(
+                f"calibrating the {engine.name} engine (--calibrate {mode}): the job is "
+                f"predicted to take {seconds:.0f} s with the shipped profile",
+                err=True,
+            )
+        return seconds
+
     cal = calibrate_for_job(engine, mode, base, predicted_job_s=predicted_s, seed=config.seed)
     if not config.quiet and mode != "never":
         m, fit = cal.model, cal.fit
