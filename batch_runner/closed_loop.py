@@ -14,14 +14,15 @@ have a new order (``revise``). The loop keeps
 
 A re-plan is due when the rate error is beyond ``rate_threshold`` or the offset error beyond
 ``drift_threshold`` (reason ``drift``; the rate error sees a change of speed within a few
-finishes, the offset error a slow creep), or every
-``every`` finishes (reason ``every N``; 0 = never). It runs ``batch_runner.replan.replan`` on
-a snapshot of the state with the refitted model and lengths; the requests in flight keep
-running. With a wall-clock engine the re-plan runs in a background thread and the executor
-keeps submitting in the current order meanwhile; its order is applied to the requests still
-pending when it is done. With the simulator's virtual clock it runs inline (it takes no
-simulated time either way). Every re-plan is recorded (``records``): job time, reason,
-predicted attainment before and after, the speed factor, whether the order changed.
+finishes, the offset error a slow creep), or every ``every`` finishes (reason ``every N``;
+0 = never); at most one every ``min_interval_s`` of job time (a re-plan takes CPU from the
+engine on a small machine). It runs ``batch_runner.replan.replan`` on a snapshot of the state
+with the refitted model and lengths; the requests in flight keep running. With a wall-clock
+engine the re-plan runs in a background thread (niced) and the executor keeps submitting in
+the current order meanwhile; its order is applied to the requests still pending when it is
+done. With the simulator's virtual clock it runs inline (it takes no simulated time either
+way). Every re-plan is recorded (``records``): job time, reason, predicted attainment before
+and after, the speed factor, whether the order changed.
 
     loop = ClosedLoop(problem, ids, cap, predicted_finish_ms, model, engine)
     execute(engine, requests, cap, controller=loop)
@@ -30,7 +31,9 @@ predicted attainment before and after, the speed factor, whether the order chang
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -57,6 +60,7 @@ class LoopConfig:
     budget_s: float = 2.0  # planner time budget of a re-plan
     background: bool | None = None  # None: a thread unless the engine's clock is virtual
     max_replans: int = 50
+    min_interval_s: float = 10.0  # job seconds from one re-plan to the next, at least
 
     def __post_init__(self):
         if not (self.drift_threshold > 0 and self.rate_threshold > 0):
@@ -186,6 +190,9 @@ class ClosedLoop:
             return self._apply(result, pending_ids)
         if self._due is None or self._thread is not None:
             return None
+        last = self.records[-1]["t_s"] if self.records else None
+        if last is not None and now_ms / 1000.0 - last < self.config.min_interval_s:
+            return None  # stays due: a re-plan costs the engine CPU on a small machine
         pending = [self.row_of[r] for r in pending_ids if r in self.row_of]
         for row in pending:  # a failed attempt waiting for its retry is pending again
             self.inflight.pop(row, None)
@@ -234,6 +241,8 @@ class ClosedLoop:
         )
 
     def _background(self, reason, state, scale) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # Linux: nice this thread only
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         try:
             choice = self._run(state, scale)
         except Exception as exc:  # a failed re-plan keeps the current order; the job goes on

@@ -226,16 +226,18 @@ def test_a_slowdown_is_detected_refitted_and_replanned():
 
 
 def test_every_n_completions_replans_periodically():
-    _, ctl = _run(None, every=20, n=80)
+    _, ctl = _run(None, every=20, n=80, min_interval_s=0.0)
     periodic = [r for r in ctl.records if r["reason"] == "every 20"]
     assert 2 <= len(periodic) <= 3 and len(ctl.records) <= 5
+    _, spaced = _run(None, every=20, n=80, min_interval_s=1e9)
+    assert len(spaced.records) == 1  # the first; the next would come too soon
 
 
 def test_a_failing_replan_keeps_the_order_and_the_job_goes_on():
     def broken(*a):
         raise RuntimeError("planner exploded")
 
-    att, ctl = _run(None, planner=broken, every=30, background=True)
+    att, ctl = _run(None, planner=broken, every=30, background=True, min_interval_s=0.0)
     ctl.close()
     assert any("planner exploded" in r.get("error", "") for r in ctl.records)
     assert att > 0
