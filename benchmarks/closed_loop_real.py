@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -128,6 +129,8 @@ def main(argv=None) -> int:
         "to probe, so a small --n check wants always)",
     )
     args = ap.parse_args(argv)
+    # a SIGTERM (timeout, kill) runs the finally blocks: the load processes go with the script
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if (args.out_dir / "cache").exists():
         shutil.rmtree(args.out_dir / "cache")  # the fresh clone's empty cache
     args.out_dir.mkdir(parents=True, exist_ok=True)
