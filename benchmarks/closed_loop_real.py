@@ -82,6 +82,9 @@ def run_job(args, requests: Path, name: str, *extra: str, load_at_s: float | Non
         for p in load:
             p.kill()
             p.wait()
+        if proc.poll() is None:  # stopped early: the job goes too (it checkpoints and exits)
+            proc.terminate()
+            proc.wait()
     err = proc.stderr.read()
     if proc.returncode:
         raise SystemExit(f"{name}: sajax-batch exited {proc.returncode}:\n{err}")
