@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 
+from batch_runner.cli_loop import closed_loop_options
 from batch_runner.cli_options import (
     CONTEXT,
     DEFAULT_TIME_BUDGET_S,
@@ -96,6 +97,7 @@ from batch_runner.executor import DEFAULT_STALL_TIMEOUT_S
     help="Seconds without any event from the engine, while requests are in flight, after which "
     "the engine counts as dead (exit 3; finished rows are saved, --resume continues); 0 = never.",
 )
+@closed_loop_options
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def batch_main(
     input_path: Path,
@@ -117,6 +119,7 @@ def batch_main(
     report: Path | None,
     stall_timeout: float,
     quiet: bool,
+    **loop: Any,
 ) -> None:
     """Plan and run a batch of LLM requests (INPUT, Parquet) so that as many as possible meet
     their SLOs; write the results to --out."""
@@ -163,6 +166,7 @@ def batch_main(
         report=report,
         quiet=quiet,
         stall_timeout=stall_timeout,
+        **loop,
     )
     result = job.run_job(config, requests=requests)
     if isinstance(result, int) and not isinstance(result, bool) and result != 0:

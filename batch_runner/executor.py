@@ -22,6 +22,13 @@ many wall-clock seconds raise ``EngineError`` (a hung engine would otherwise hol
 job forever).
 
     result = execute(engine, requests_in_plan_order, inflight_cap=8, on_result=save)
+
+Closed loop. A ``controller`` (``batch_runner.closed_loop.ClosedLoop``) hears of every submit
+(``on_submit(id, t_ms)``), first token (``on_first_token``) and completed measurement
+(``on_complete``), and is asked between polls for a new order of the requests not yet submitted
+(``revise(pending_ids, now_ms) -> (ids, cap) | None``): they are re-ordered (a retry waiting at
+the front stays there) and the cap applies from the next admission. Requests in flight are never
+touched. ``rank`` is the submission order of first attempts, so it stays the executed order.
 """
 
 from __future__ import annotations
@@ -93,6 +100,7 @@ def execute(
     poll_timeout: float = 0.05,
     first_rank: int = 0,
     stall_timeout_s: float | None = None,
+    controller=None,
 ) -> ExecutionResult:
     """Run ``requests`` (already in plan order) on a started ``engine``.
 
@@ -108,6 +116,7 @@ def execute(
       first_rank: rank of ``requests[0]`` (a resumed job continues after the ranks it has).
       stall_timeout_s: requests in flight and no event for this many seconds (wall clock) mean
         the engine hangs: ``EngineError``. None: wait forever.
+      controller: the closed loop (module doc), or None for a fixed plan.
 
     Raises:
       EngineError: the engine died or stalled; completed measurements were already passed to
@@ -120,9 +129,8 @@ def execute(
         raise ValueError("request ids must be unique")
 
     t0 = engine.now()
-    pending: deque[_Attempt] = deque(
-        _Attempt(request=r, rank=first_rank + i) for i, r in enumerate(requests)
-    )
+    pending: deque[_Attempt] = deque(_Attempt(request=r, rank=-1) for r in requests)
+    next_rank = first_rank
     inflight: dict[str, _Attempt] = {}
     done: list[Measurement] = []
 
@@ -133,6 +141,15 @@ def execute(
         done.append(m)
         if on_result is not None:
             on_result(m)
+        if controller is not None:
+            controller.on_complete(m)
+
+    def reorder(ids: list[str]) -> None:
+        by_id = {a.request.id: a for a in pending}
+        wanted = [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
+        seen = {a.request.id for a in wanted}
+        pending.clear()
+        pending.extend([a for a in by_id.values() if a.request.id not in seen] + wanted)
 
     def fail(att: _Attempt, t_ms: float, error: str) -> None:
         att.errors = att.errors + (error,)
@@ -171,6 +188,8 @@ def execute(
             t_submit = ms(engine.now())
             if att.first_submit_ms is None:
                 att.first_submit_ms = t_submit
+                att.rank = next_rank
+                next_rank += 1
             try:
                 engine.submit(att.request)
             except EngineError:
@@ -180,6 +199,8 @@ def execute(
                 continue
             inflight[att.request.id] = att
             last_event = time.monotonic()
+            if controller is not None:
+                controller.on_submit(att.request.id, t_submit)
         if not inflight:
             continue
         events = engine.poll(poll_timeout)
@@ -202,6 +223,8 @@ def execute(
             if isinstance(event, FirstToken):
                 if att.first_token_ms is None:
                     att.first_token_ms = ms(event.t)
+                    if controller is not None:
+                        controller.on_first_token(event.id, att.first_token_ms)
             elif isinstance(event, Finished):
                 del inflight[event.id]
                 finish_ms = ms(event.t)
@@ -226,6 +249,12 @@ def execute(
                 fail(att, ms(event.t), event.error)
             else:
                 log.warning("ignoring unknown event %r", event)
+        if controller is not None and pending:
+            update = controller.revise([a.request.id for a in pending], ms(engine.now()))
+            if update is not None:
+                ids, cap = update
+                reorder(ids)
+                inflight_cap = max(1, int(cap))
 
     unfinished = [a.request.id for a in inflight.values()] + [a.request.id for a in pending]
     return ExecutionResult(measurements=done, t0=t0, stopped=stopped, unfinished=unfinished)

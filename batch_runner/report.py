@@ -9,7 +9,9 @@ the file can be mailed or archived alone. Sections:
 3. latency CDFs per task and SLO metric (TTFT, TPOT, e2e), each with its SLO as a line;
 4. timeline: each request from first token to finish by plan rank (misses marked), and the
    number of requests generating at each moment;
-5. predicted vs measured e2e (the engine model's accuracy), with the y = x line.
+5. predicted vs measured e2e (the engine model's accuracy), with the y = x line;
+6. with the closed loop (a job's summary): predicted attainment over the job's time next to the
+   measured one, re-plans marked (``batch_runner.report_loop``), and the table of re-plans.
 
 Attainment uses ``sajax.metrics`` (the one definition): a row meets its SLO when every SLO given
 holds; rows without an SLO are best-effort and count nowhere in attainment; error rows are
@@ -61,6 +63,14 @@ def write_report(
         ("Timeline", _img(plot_timeline(data))),
         ("Predicted vs measured end-to-end latency", _img(plot_prediction(data))),
     ]
+    if summary.get("closed_loop"):
+        from batch_runner.report_loop import plot_closed_loop, replans_html
+
+        loop = summary["closed_loop"]
+        sections += [
+            ("Closed loop: predicted and measured attainment", _img(plot_closed_loop(data, loop))),
+            ("Re-plans", replans_html(loop)),
+        ]
     body = "\n".join(f"<h2>{html.escape(t)}</h2>\n{content}" for t, content in sections)
     title = f"sajax report: {results_path.name}"
     page = _PAGE.format(title=html.escape(title), source=html.escape(str(results_path)), body=body)

@@ -23,6 +23,11 @@ events come out when the wall clock reaches their time, ``poll`` returns by its 
 idle engine's clock moves on with the wall clock. For demos, and for tests that kill a running
 job (``SAJAX_SIM_PACE`` sets it for the CLI).
 
+Drift (``batch_runner.engines.sim_drift``, ``drift=`` or ``SAJAX_SIM_DRIFT``): the speed can
+change mid-job and output lengths can differ from the hints. ``log_iterations=True`` keeps an
+``iteration_log`` of ``IterationRecord`` s like the llamacpp engine's (each iteration simulated
+one at a time), so per-iteration calibration and refits run on the simulator too.
+
     engine = SimEngine(load_profile("default"))
     engine.start(); engine.submit(EngineRequest(id="a", prompt="hi", max_new_tokens=8))
     events = engine.poll(0.1)          # [FirstToken("a", t), ...] on the simulated clock
@@ -43,6 +48,8 @@ from batch_runner.engines.base import (
     Finished,
     FirstToken,
 )
+from batch_runner.engines.llamacpp_batch import IterationRecord
+from batch_runner.engines.sim_drift import SimDrift, drift_from_env
 from batch_runner.errors import ConfigError
 from sajax.engine_model import EngineModel
 from sajax.refsim import ContinuousBatchSim
@@ -65,12 +72,16 @@ def estimate_input_tokens(request: EngineRequest) -> int:
     return max(1, math.ceil(chars / CHARS_PER_TOKEN) + extra)
 
 
-def simulated_output_tokens(request: EngineRequest) -> int:
-    """Output tokens: max_new_tokens under ignore_eos, else the hint (capped), else the cap."""
+def simulated_output_tokens(request: EngineRequest, drift: SimDrift | None = None) -> int:
+    """Output tokens: max_new_tokens under ignore_eos, else the hint (capped), else the cap;
+    without ignore_eos, ``drift`` scales them (``SimDrift.output_tokens``)."""
     cap = max(1, int(request.max_new_tokens))
-    if request.ignore_eos or request.output_tokens_hint is None:
+    if request.ignore_eos:
         return cap
-    return max(1, min(int(request.output_tokens_hint), cap))
+    base = cap if request.output_tokens_hint is None else int(request.output_tokens_hint)
+    if drift is not None:
+        return drift.output_tokens(request.id, base, cap)
+    return max(1, min(base, cap))
 
 
 class SimEngine:
@@ -78,12 +89,24 @@ class SimEngine:
 
     name = "sim"
 
-    def __init__(self, model: EngineModel, *, pace: float | None = None, profile: str = ""):
+    def __init__(
+        self,
+        model: EngineModel,
+        *,
+        pace: float | None = None,
+        profile: str = "",
+        drift: SimDrift | None = None,
+        log_iterations: bool = False,
+    ):
         if pace is not None and not pace > 0:
             raise ValueError(f"pace must be > 0 simulated seconds per wall second, got {pace}")
         self.model = model
         self.pace = pace
         self.profile = profile
+        self.drift = drift if drift is not None and drift.active else None
+        self.log_iterations = bool(log_iterations)
+        # None when not logging: the closed loop and the probe then fit per request
+        self.iteration_log: list[IterationRecord] | None = [] if log_iterations else None
         self._sim: ContinuousBatchSim | None = None
         self._lengths: dict[str, tuple[int, int, str]] = {}  # id -> (input, output, reason)
         self._wall0 = 0.0
@@ -97,11 +120,19 @@ class SimEngine:
         self._wall0 = time.monotonic()
         self._sim0_s = self._sim.now_ms / 1000.0
         self._due = None
+        self._factor = 1.0
+        if self.iteration_log is not None:
+            self.iteration_log.clear()
 
     def stop(self) -> None:
         self._sim = None
         self._due = None
         self._lengths.clear()
+
+    @property
+    def virtual_clock(self) -> bool:
+        """True when the clock is simulated time (no pace): nothing waits for the wall clock."""
+        return self.pace is None
 
     # -- protocol ----------------------------------------------------------------------------
     def now(self) -> float:
@@ -121,7 +152,7 @@ class SimEngine:
         if request.id in self._lengths:
             raise ValueError(f"request {request.id!r} is already in flight")
         n_in = estimate_input_tokens(request)
-        n_out = simulated_output_tokens(request)
+        n_out = simulated_output_tokens(request, self.drift)
         reason = "length" if n_out >= request.max_new_tokens else "stop"
         if self.pace is not None and sim.idle:
             sim.advance_to(1000.0 * self.now())  # the idle time that passed, in real time
@@ -134,14 +165,17 @@ class SimEngine:
         if self.pace is None:
             events: list[Event] = []
             while not events and not sim.idle:
-                events = self._events(sim.advance())  # to the next event, in closed form
+                if self._stepwise(sim):
+                    events = self._events(self._step(sim))
+                else:
+                    events = self._events(sim.advance())  # to the next event, in closed form
             return events
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             if self._due is None:
                 if sim.idle:
                     return []
-                it = sim.step()  # one iteration at a time, so that no sleep is long
+                it = self._step(sim)  # one iteration at a time, so that no sleep is long
                 self._due = (self._wall_at(it.t_end_ms / 1000.0), self._events(it))
             wall_due, events = self._due
             if wall_due > deadline:
@@ -153,6 +187,49 @@ class SimEngine:
                 return events
 
     # -- helpers -----------------------------------------------------------------------------
+    def _stepwise(self, sim) -> bool:
+        """Simulate one iteration at a time: for the log, or while a speed change is ahead
+        (``advance`` would run past it in closed form)."""
+        if self.log_iterations:
+            return True
+        if self.drift is None:
+            return False
+        self._apply_speed(sim)
+        return self.drift.next_change_after(self._clock_s(sim)) < math.inf
+
+    def _apply_speed(self, sim) -> None:
+        if self.drift is None:
+            return
+        factor = self.drift.factor_at(self._clock_s(sim))
+        if factor != self._factor:
+            m = self.model
+            sim.a_ms, sim.b_ms, sim.c_ms = (float(x) * factor for x in (m.a_ms, m.b_ms, m.c_ms))
+            self._factor = factor
+
+    def _clock_s(self, sim) -> float:
+        return sim.now_ms / 1000.0 - self._sim0_s
+
+    def _step(self, sim):
+        """One iteration at the speed of its start time, logged when ``log_iterations``."""
+        self._apply_speed(sim)
+        decoding = 0
+        if self.log_iterations:
+            decoding = int(np.sum(sim._busy & (sim._pre == sim._inp)))  # before admission
+        it = sim.step()
+        if self.log_iterations and not it.idle:
+            self.iteration_log.append(
+                IterationRecord(
+                    t=it.t_start_ms / 1000.0,
+                    seconds=(it.t_end_ms - it.t_start_ms) / 1000.0,
+                    decode_seconds=(it.t_end_ms - it.t_start_ms) / 1000.0,
+                    decode_tokens=decoding,
+                    prefill_tokens=it.forward_tokens - decoding,
+                    context_tokens=it.context_tokens,
+                    sequences=it.batch_size,
+                )
+            )
+        return it
+
     def _events(self, it) -> list[Event]:
         t = it.t_end_ms / 1000.0
         events: list[Event] = [FirstToken(id=rid, t=t) for rid in it.first_token]
@@ -194,7 +271,8 @@ def pace_from_env() -> float | None:
 
 
 def from_config(config) -> SimEngine:
-    """The CLI's sim engine: ``--profile`` (default ``default``), pace from ``SAJAX_SIM_PACE``."""
+    """The CLI's sim engine: ``--profile`` (default ``default``), pace from ``SAJAX_SIM_PACE``,
+    drift from ``SAJAX_SIM_DRIFT``."""
     from sajax.profiles import load_profile
 
     profile = getattr(config, "profile", None) or "default"
@@ -205,4 +283,4 @@ def from_config(config) -> SimEngine:
     slots = getattr(config, "slots", None)
     if slots:  # --slots sets the simulated engine's sequence slots as well as the cap
         model = model._replace(slots=np.int32(slots))
-    return SimEngine(model, pace=pace_from_env(), profile=str(profile))
+    return SimEngine(model, pace=pace_from_env(), profile=str(profile), drift=drift_from_env())

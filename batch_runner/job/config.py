@@ -41,6 +41,10 @@ class JobConfig:
     report: Path | None = None
     quiet: bool = False
     stall_timeout: float = DEFAULT_STALL_TIMEOUT_S  # s without engine events: dead; 0 = never
+    calibrate: str = "auto"  # auto | always | never: probe the engine before planning
+    replan: str = "auto"  # auto (the closed loop for --policy sajax) | off
+    replan_every: int = 0  # also re-plan every this many finishes (0: only on drift)
+    replan_budget: float = 2.0  # planner seconds of a re-plan
     # Not CLI options: how often finished rows are checkpointed, and retries per request.
     checkpoint_rows: int = 50
     checkpoint_seconds: float = 10.0

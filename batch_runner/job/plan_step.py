@@ -122,16 +122,19 @@ POLICY_HEURISTICS = {"sjf": "sjf", "edf": "edf", "slack": "least_slack"}
 OBJECTIVES = {"g": "goodput", "attainment": "attainment", "tardiness": "tardiness"}
 
 
-def make_plan(table: pa.Table, engine: Engine, config: JobConfig) -> JobPlan:
+def make_plan(
+    table: pa.Table, engine: Engine, config: JobConfig, model: EngineModel | None = None
+) -> JobPlan:
     """Order the rows of ``table`` and choose the in-flight cap (the one place plans are made).
 
     ``sajax``: the annealing planner (``sajax.planner.plan``: order, cap <= slots, predicted
     timings). ``fcfs``: input order; ``sjf``/``edf``/``slack``: ``sajax.heuristics``; these run
     with the engine's full slots, and their predicted timings come from the reference
     simulator. When a module is not there, the job falls back to FCFS and says so on the log.
+    ``model``: the engine model to plan with (the job's calibration), else ``_engine_model``.
     """
     n = table.num_rows
-    model = _engine_model(engine, config)
+    model = model if model is not None else _engine_model(engine, config)
     cap = int(model.slots)
     policy = (config.policy or "fcfs").lower()
     order = np.arange(n, dtype=np.int64)

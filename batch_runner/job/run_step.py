@@ -33,6 +33,7 @@ from batch_runner.job.config import (
     OutputWriteError,
 )
 from batch_runner.job.engines import _engine_requests, make_engine
+from batch_runner.job.loop_step import calibrate_step, make_loop
 from batch_runner.job.outputs import final_line, write_summary_and_report
 from batch_runner.job.plan_step import make_plan
 from batch_runner.job.stops import _stop_on_signals, resume_command
@@ -112,6 +113,7 @@ def run_job(
     engine_name = done.column("engine")[0].as_py() if done.num_rows else config.engine
     profile = config.profile
     plan_info: dict[str, Any] = {}
+    loop_info: dict[str, Any] = {}
     plan_time_s = 0.0
     stopped_by: int | None = None
     if todo.num_rows:  # a resume with everything done only writes the output: no engine
@@ -129,11 +131,20 @@ def run_job(
         except EngineError as exc:
             raise EngineDied(f"the {engine.name} engine failed to start: {exc}") from exc
         try:
+            t_cal = time.monotonic()
+            cal = calibrate_step(engine, config, todo)
+            loop_info["calibration"] = {**cal.as_dict(), "seconds": time.monotonic() - t_cal}
             t_plan = time.monotonic()
-            plan = make_plan(todo, engine, config)
+            plan = make_plan(todo, engine, config, model=cal.model)
             plan_time_s = time.monotonic() - t_plan
             plan_info = {"inflight_cap": plan.inflight_cap, **plan.info}
-            stopped_by = _execute(config, engine, table.filter(todo_mask), plan, ckpt, done, table)
+            loop = make_loop(config, engine, todo, plan, cal.model)
+            try:
+                stopped_by = _execute(config, engine, todo, plan, ckpt, done, table, loop)
+            finally:
+                if loop is not None:
+                    loop.close(timeout=2 * config.replan_budget + 5)
+                    loop_info["closed_loop"] = loop.summary()
         except BaseException:
             # Whatever went wrong (a bug, a second Ctrl-C), keep the rows that finished.
             with contextlib.suppress(Exception):
@@ -176,14 +187,18 @@ def run_job(
         "runs": ckpt.run + 1,
         "input": str(config.input),
         "output": str(out),
+        **loop_info,  # calibration, closed_loop
     }
     summary = write_summary_and_report(results, out, config, extra)  # exit 4 if it fails
     _echo(config, final_line(summary, plan_info, out))
     return summary
 
 
-def _execute(config, engine, todo, plan: JobPlan, ckpt, done: pa.Table, table) -> int | None:
-    """Run the plan; checkpoint as rows finish. Returns the signal number if interrupted."""
+def _execute(
+    config, engine, todo, plan: JobPlan, ckpt, done: pa.Table, table, controller=None
+) -> int | None:
+    """Run the plan (with the closed loop ``controller``, if any); checkpoint as rows finish.
+    Returns the signal number if interrupted."""
     requests = _engine_requests(todo, SamplingParams(seed=config.seed))
     if not np.array_equal(np.sort(plan.order), np.arange(len(requests))):
         raise ValueError("the plan must order every row exactly once")
@@ -233,6 +248,7 @@ def _execute(config, engine, todo, plan: JobPlan, ckpt, done: pa.Table, table) -
                     should_stop=should_stop,
                     first_rank=first_rank,
                     stall_timeout_s=config.stall_timeout or None,
+                    controller=controller,
                 )
             except EngineError as exc:
                 bar.close()

@@ -167,6 +167,14 @@ def test_batch_hands_every_option_to_run_job(tmp_path, fake_job):
         "r.html",
         "--stall-timeout",
         "90",
+        "--calibrate",
+        "never",
+        "--replan",
+        "off",
+        "--replan-every",
+        "7",
+        "--replan-budget",
+        "0.5",
         "--quiet",
     ]
     result = CliRunner().invoke(cli.batch_main, args)
@@ -193,6 +201,10 @@ def test_batch_hands_every_option_to_run_job(tmp_path, fake_job):
         "report": Path("r.html"),
         "quiet": True,
         "stall_timeout": 90.0,
+        "calibrate": "never",
+        "replan": "off",
+        "replan_every": 7,
+        "replan_budget": 0.5,
     }
 
 
