@@ -27,10 +27,11 @@ its prompt is chunked (``[p_j, f_j)``, context grows by ``R_j`` per iteration); 
 while decoding (``[f_j, e_j]``, context grows by one per step; it starts from the whole prompt's
 cost); the constant P3 after ``e_j``. P2 and P3 are summed as coefficient changes of a
 polynomial in ``t``: the scan yields their breakpoints as two sorted lists (first tokens ``f``,
-and finishes in the order the slot buffer releases them), one integer sort merges them, and a
-cumulative sum in time order plus a ``searchsorted`` evaluate the sum at every request's ``f_k``
-and ``e_k``. Prefill windows are disjoint (one pipeline), so P1 is added from the single window
-that contains the query, evaluated locally. ``first_token_ms = T(f_k)``, ``finish_ms = T(e_k)``.
+and finishes in the order the slot buffer releases them), one integer sort merges them with the
+prefill starts, and a cumulative sum in time order evaluates the sum at every request's ``f_k``
+and ``e_k`` (each is an entry of the merge: no search). Prefill windows are disjoint (one
+pipeline), so P1 is added from the single window that contains the query, evaluated locally.
+``first_token_ms = T(f_k)``, ``finish_ms = T(e_k)``.
 Cost: ``O(N * max_slots)`` for the scan (``O(N * max_slots * log max_slots)`` with a KV
 capacity) plus ``O(N log N)``; no per-iteration work and no bound on the iteration count.
 Float32 throughout; against a float64 run the times agree to ~1e-5 relative even for jobs of
@@ -145,16 +146,10 @@ def _first_fitting(c: _Carry, cand, need, kv_cap, slots):
     return lo
 
 
-def _schedule(order, problem: Problem, model: EngineModel, max_slots: int, use_kv: bool):
-    n = order.shape[0]
-    inp = jnp.maximum(jnp.asarray(problem.input_len, jnp.int32), 1)[order]
-    out = jnp.maximum(jnp.asarray(problem.output_len, jnp.int32), 1)[order]
-    live = jnp.asarray(problem.mask, bool)[order]
-    slots = jnp.minimum(jnp.asarray(model.slots, jnp.int32), n)
-    budget = jnp.maximum(jnp.asarray(model.token_budget, jnp.int32), 1)
-    kv_cap = jnp.asarray(model.kv_capacity, jnp.int32)
+def _init_carry(slots, max_slots: int) -> _Carry:
+    """The scan's carry before the first position: ``slots`` free slots, an idle pipeline."""
     lane = jnp.arange(max_slots, dtype=jnp.int32)
-    init = _Carry(
+    return _Carry(
         release=jnp.where(lane < slots, 0, _NEVER).astype(jnp.int32),
         owner=jnp.full(max_slots, -1, jnp.int32),
         first=jnp.where(lane < slots, 0, _NEVER).astype(jnp.int32),  # never: not decoding
@@ -164,6 +159,29 @@ def _schedule(order, problem: Problem, model: EngineModel, max_slots: int, use_k
         pf_used=jnp.int32(0),
         popped=jnp.int32(0),
     )
+
+
+def _engine_consts(problem: Problem, model: EngineModel, n: int):
+    """(slots, token budget, KV capacity) as int32 scalars, slots clipped to ``n``."""
+    slots = jnp.minimum(jnp.asarray(model.slots, jnp.int32), n)
+    budget = jnp.maximum(jnp.asarray(model.token_budget, jnp.int32), 1)
+    return slots, budget, jnp.asarray(model.kv_capacity, jnp.int32)
+
+
+def _by_position(order, problem: Problem):
+    """(input, output, live) of each position of ``order`` (lengths clipped to >= 1)."""
+    inp = jnp.maximum(jnp.asarray(problem.input_len, jnp.int32), 1)[order]
+    out = jnp.maximum(jnp.asarray(problem.output_len, jnp.int32), 1)[order]
+    return inp, out, jnp.asarray(problem.mask, bool)[order]
+
+
+def _admit_fn(slots, budget, kv_cap, max_slots: int, use_kv: bool):
+    """The scan body ``(carry, (position, input, output, live)) -> (carry, _Sched row)``.
+
+    Also the body of ``sajax.sim_incremental``'s re-simulation from a checkpoint: the same
+    function of the same carry gives the same rows, so both paths agree exactly.
+    """
+    lane = jnp.arange(max_slots, dtype=jnp.int32)
 
     def admit_one(c: _Carry, x):
         k, n_in, n_out, ok = x
@@ -194,12 +212,13 @@ def _schedule(order, problem: Problem, model: EngineModel, max_slots: int, use_k
         last = jnp.where(single, used + n_in, rest - (extra - 1) * rate)
         e = f + n_out - 1
         # Take the earliest-released entry (free by s: any free slot will do) and insert the
-        # new one in sorted place; one gather per buffer array.
+        # new one in sorted place: lanes before ``pos`` shift down by one (a static slice, no
+        # gather), lane ``pos`` gets the new entry, the lanes after stay.
         pos = jnp.sum(c.release[1:] < e + 1)
-        take = jnp.where(lane < pos, lane + 1, jnp.where(lane == pos, 0, lane))
 
         def put(vec, value):
-            return jnp.where(lane == pos, value, vec[take])
+            shifted = jnp.concatenate([vec[1:], vec[-1:]])
+            return jnp.where(lane < pos, shifted, jnp.where(lane == pos, value, vec))
 
         new = _Carry(
             release=put(c.release, e + 1),
@@ -226,8 +245,18 @@ def _schedule(order, problem: Problem, model: EngineModel, max_slots: int, use_k
         )
         return carry, row
 
+    return admit_one
+
+
+def _schedule(order, problem: Problem, model: EngineModel, max_slots: int, use_kv: bool):
+    n = order.shape[0]
+    inp, out, live = _by_position(order, problem)
+    slots, budget, kv_cap = _engine_consts(problem, model, n)
+    admit_one = _admit_fn(slots, budget, kv_cap, max_slots, use_kv)
     positions = jnp.arange(n, dtype=jnp.int32)
-    final, sched = jax.lax.scan(admit_one, init, (positions, inp, out, live))
+    final, sched = jax.lax.scan(
+        admit_one, _init_carry(slots, max_slots), (positions, inp, out, live)
+    )
     return sched, final, inp, out, live, slots
 
 
@@ -265,41 +294,58 @@ def _pieces(sched: _Sched, inp, out, live, model: EngineModel):
     return k1 * w, g2 * w, (g3 - g2) * w
 
 
-def _prefill_in_progress(sched: _Sched, k1, queries):
-    """(Q,): the P1 share at each query, from the one prompt being chunked then (if any).
+def _times_at_first_and_finish(sched: _Sched, e_keys, e_owner, k1, d2, e_deltas, a_ms):
+    """(N,) times at every position's first-token and finish iteration, by position.
 
-    The pipeline prefills in admission order, so the windows ``[p_j, f_j)`` are disjoint and
-    the only candidate is the last ``j`` with ``p_j <= q``. P1 is evaluated locally: in global
-    ``t`` its coefficients (``c R / 2 * p**2``) would swamp float32 sums of long jobs.
+    The first-token breakpoints ``f`` (P2 starts), the finish breakpoints (``e_keys``, P3
+    replaces P2) and the prefill starts ``p`` are three sorted lists; one integer sort of
+    ``key * 4 + list`` merges them, so the cumulative sum of the deltas runs in time order: a
+    piece's opening and closing changes cancel as soon as it ends, which keeps the float32 sums
+    as small as the pieces open at a time (separate sums per list would grow with the whole job
+    and lose precision). Each list being sorted, the ``r``-th entry of list ``l`` in merged
+    order is its ``r``-th element. Every query is itself an entry (``f_k`` of list 0, ``e_k`` of
+    list 1: its slot's release, owner ``k``), so the sum at it is the one at the end of its run
+    of equal keys: no search. The prefill share (P1) comes from the one prompt being chunked
+    then, the last ``j`` with ``p_j <= q`` (the prefill windows ``[p_j, f_j)`` are disjoint),
+    counted in the same merge, and is evaluated locally: in global ``t`` its coefficients
+    (``c R / 2 * p**2``) would swamp float32 sums of long jobs.
     """
-    j = jnp.searchsorted(sched.start, queries, side="right", method="scan_unrolled") - 1
-    j = jnp.maximum(j, 0)
-    u = (queries - sched.start[j]).astype(jnp.float32)
-    inside = (queries >= sched.start[j]) & (queries < sched.first[j])
-    k = k1[j]
-    return jnp.where(inside, k[:, 0] + k[:, 1] * u + k[:, 2] * u * u, 0.0)
-
-
-def _merged_cumsum(keys: tuple, deltas: tuple, queries):
-    """(Q, 3): sums of all ``deltas`` whose key is <= each query; each of ``keys`` is sorted.
-
-    The lists are merged (one sort of ``key * 4 + list``) so that the cumulative sum runs in
-    time order: a piece's opening and closing changes cancel as soon as it ends, which keeps
-    the float32 sums as small as the pieces open at a time (separate sums per list would grow
-    with the whole job and lose precision). Each list being sorted, the ``r``-th entry of
-    list ``l`` in merged order is its ``r``-th element. (At most 4 lists.)
-    """
+    n = sched.first.shape[0]
     cap = jnp.int32(2**28 - 1)  # keys beyond are never-released slots (zero deltas)
-    tags = [jnp.minimum(k, cap) * 4 + i for i, k in enumerate(keys)]
-    merged = jax.lax.sort(jnp.concatenate(tags))
+    keys = (sched.first, e_keys, sched.start)
+    merged = jax.lax.sort(
+        jnp.concatenate([jnp.minimum(k, cap) * 4 + i for i, k in enumerate(keys)])
+    )
+    m = merged.shape[0]
     lst = merged % 4
-    rank = jnp.cumsum(lst[:, None] == jnp.arange(len(keys)), axis=0) - 1  # (M, lists)
-    offset = np.cumsum([0] + [k.shape[0] for k in keys[:-1]])
-    src = jnp.asarray(offset, jnp.int32)[lst] + jnp.take_along_axis(rank, lst[:, None], 1)[:, 0]
-    merged_deltas = jnp.concatenate(deltas)[src]
-    coef = jnp.cumsum(merged_deltas, axis=0)
-    idx = jnp.searchsorted(merged, jnp.minimum(queries, cap) * 4 + 3, side="right") - 1
-    return coef[jnp.maximum(idx, 0)] * (idx >= 0)[:, None]
+    count = jnp.cumsum(lst[:, None] == jnp.arange(3), axis=0)  # (M, 3) entries so far, by list
+    offset = jnp.asarray(np.cumsum([0] + [k.shape[0] for k in keys[:-1]]), jnp.int32)
+    src = offset[lst] + jnp.take_along_axis(count, lst[:, None], 1)[:, 0] - 1
+    deltas = jnp.concatenate([d2, e_deltas, jnp.zeros((n, 3), d2.dtype)])[src]
+    coef = jnp.cumsum(deltas, axis=0)
+    key = merged // 4
+    idx = jnp.arange(m, dtype=jnp.int32)
+    last_of_run = jnp.concatenate([key[1:] != key[:-1], jnp.ones(1, bool)])
+    run_end = jax.lax.cummin(jnp.where(last_of_run, idx, m), reverse=True)
+    where = jnp.zeros(m, jnp.int32).at[src].set(idx)  # merged index of every entry
+
+    def time_at(entries, q):
+        end = run_end[where[entries]]
+        c = coef[end]
+        j = jnp.maximum(count[end, 2] - 1, 0)
+        u = (q - sched.start[j]).astype(jnp.float32)
+        inside = (q >= sched.start[j]) & (q < sched.first[j])
+        k = k1[j]
+        qf = q.astype(jnp.float32)
+        t = a_ms * (qf + 1.0) + c[:, 0] + c[:, 1] * qf + c[:, 2] * qf * qf
+        return t + jnp.where(inside, k[:, 0] + k[:, 1] * u + k[:, 2] * u * u, 0.0)
+
+    at_first = time_at(jnp.arange(n, dtype=jnp.int32), sched.first)
+    entries = n + jnp.arange(e_keys.shape[0], dtype=jnp.int32)
+    at_release = time_at(entries, e_keys)
+    target = jnp.where(e_owner >= 0, e_owner, n)  # -1: an initial (empty) slot entry
+    at_finish = jnp.zeros(n, at_release.dtype).at[target].set(at_release, mode="drop")
+    return at_first, at_finish
 
 
 def _finish_pieces(sched: _Sched, final: _Carry, d3):
@@ -311,7 +357,7 @@ def _finish_pieces(sched: _Sched, final: _Carry, d3):
     owner = jnp.concatenate([sched.popped_owner, final.owner])
     keys = jnp.concatenate([sched.popped_at, final.release]) - 1  # release = e + 1
     deltas = jnp.where((owner >= 0)[:, None], d3[jnp.maximum(owner, 0)], 0.0)
-    return keys, deltas
+    return keys, deltas, owner
 
 
 def simulate(
@@ -339,18 +385,18 @@ def simulate(
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _simulate(order, problem: Problem, model: EngineModel, s_max: int, kv: bool) -> Timings:
     order = jnp.asarray(order, jnp.int32)
-    n = order.shape[0]
     sched, final, inp, out, live, slots = _schedule(order, problem, model, s_max, bool(kv))
+    return timings_from_schedule(order, sched, final, inp, out, live, slots > s_max, model)
+
+
+def timings_from_schedule(order, sched: _Sched, final: _Carry, inp, out, live, overflow, model):
+    """``Timings`` from the scan's rows and final carry (the O(N log N) part of ``simulate``)."""
     k1, d2, d3 = _pieces(sched, inp, out, live, model)
-    e_keys, e_deltas = _finish_pieces(sched, final, d3)
-    queries = jnp.concatenate([sched.first, sched.finish])
-    started = _merged_cumsum((sched.first, e_keys), (d2, e_deltas), queries)
-    q = queries.astype(jnp.float32)
+    e_keys, e_deltas, e_owner = _finish_pieces(sched, final, d3)
     a = jnp.asarray(model.a_ms, jnp.float32)
-    times = a * (q + 1.0) + started[:, 0] + started[:, 1] * q + started[:, 2] * q * q
-    times = times + _prefill_in_progress(sched, k1, queries)
-    first_ms = jnp.where(live, times[:n], 0.0)
-    finish_ms = jnp.where(live, times[n:], 0.0)
+    at_first, at_finish = _times_at_first_and_finish(sched, e_keys, e_owner, k1, d2, e_deltas, a)
+    first_ms = jnp.where(live, at_first, 0.0)
+    finish_ms = jnp.where(live, at_finish, 0.0)
 
     def by_row(x):
         return jnp.zeros_like(x).at[order].set(x)
@@ -364,5 +410,5 @@ def _simulate(order, problem: Problem, model: EngineModel, s_max: int, kv: bool)
         finish_iter=by_row(jnp.where(live, sched.finish, 0)),
         n_iterations=last + 1,
         makespan_ms=jnp.max(finish_ms),
-        overflow=slots > s_max,
+        overflow=overflow,
     )
