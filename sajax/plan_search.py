@@ -238,6 +238,36 @@ def _chunk(spec, state, key, temps, probs, block_p, n_valid, problem, models, pa
 run_chunk = jax.jit(_chunk, static_argnums=0, donate_argnums=1)
 
 
+def compile_programs(spec: SearchSpec, n: int, length: int, problem, models, params):
+    """AOT-compiled ``(init, chunk)`` programs for ``spec`` at bucket size ``n`` and ``length``
+    steps per chunk, from shapes only (so it can run in a thread while the seeds are built);
+    JAX's persistent cache serves a program it holds. Returns (init_fn, chunk_fn, seconds)."""
+    t0 = time.perf_counter()
+    sds = lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.asarray(x).dtype)  # noqa: E731
+    problem, models, params = (jax.tree.map(sds, x) for x in (problem, models, params))
+    orders = jax.ShapeDtypeStruct((spec.chains, n), jnp.int32)
+    offset = jax.ShapeDtypeStruct((), jnp.float32)
+    init_fn = _init_jit.lower(spec, orders, problem, models, params, offset).compile()
+    state = jax.eval_shape(
+        functools.partial(_init_jit, spec), orders, problem, models, params, offset
+    )
+    temps = jax.ShapeDtypeStruct((length, spec.chains), jnp.float32)
+    chunk_fn = run_chunk.lower(
+        spec,
+        state,
+        jax.eval_shape(lambda: jax.random.key(0)),
+        temps,
+        jax.ShapeDtypeStruct((len(SEARCH_MOVES),), jnp.float32),
+        jax.ShapeDtypeStruct((n_blocks(n, spec.block),), jnp.float32),
+        jax.ShapeDtypeStruct((), jnp.int32),
+        problem,
+        models,
+        params,
+        offset,
+    ).compile()
+    return init_fn, chunk_fn, time.perf_counter() - t0
+
+
 def compile_chunk(
     spec, state, key, temps, probs, block_p, n_valid, problem, models, params, offset=0.0
 ):

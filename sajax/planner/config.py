@@ -26,7 +26,11 @@ class PlanConfig:
 
     objective: str = "goodput"  # goodput (G, the paper's) | attainment | tardiness
     tau: float = 0.0  # sigmoid width of the met-surrogate during search (0 = exact)
-    chains: int = 8  # chains per candidate cap
+    chains: int | str = 8  # chains per candidate cap; "auto": sajax.plan_anneal.auto_chains
+    # the annealing: "batched" (sajax.plan_search: every cap's chains in one compiled program,
+    # moves scored incrementally, hit-set moves) or "classic" (sajax.anneal_many, full rescores)
+    search: str = "batched"
+    proposals: int = 2  # batched: proposals per chain and step (first that passes is taken)
     steps: int | None = None  # steps per chain; None: 2,000, or with a time budget: until it ends
     time_budget_s: float | None = None  # wall-clock seconds for the whole plan() call
     caps: tuple[int, ...] | None = None  # candidate in-flight caps; None: automatic
@@ -61,9 +65,18 @@ class PlanConfig:
     swap: float = 0.3  # move mix
     insert: float = 0.5
     reverse: float = 0.2
+    hit_in: float = 0.15  # batched: a predicted miss enters the hit region
+    hit_swap: float = 0.15  # batched: a predicted hit trades places with a later miss
 
     def __post_init__(self):
-        if self.chains < 1 or (self.steps or 0) < 0 or self.chunk_size < 1:
+        if self.chains != "auto" and not (isinstance(self.chains, int) and self.chains >= 1):
+            raise ValueError(f"chains must be an int >= 1 or 'auto', got {self.chains!r}")
+        if self.search not in ("batched", "classic") or self.proposals < 1:
+            raise ValueError(
+                f"search must be 'batched' or 'classic' (got {self.search!r}), "
+                f"proposals >= 1 (got {self.proposals})"
+            )
+        if (self.steps or 0) < 0 or self.chunk_size < 1:
             raise ValueError("need chains >= 1, steps >= 0 and chunk_size >= 1")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise ValueError(f"time_budget_s must be > 0, got {self.time_budget_s}")
@@ -94,7 +107,7 @@ class PlanSummary(NamedTuple):
     cap_energy: dict  # {cap: best energy found at that cap}
     energy: float  # exact energy of the plan
     inflight_cap: int
-    chains: int
+    chains: int  # chains in all (every finalist cap)
     steps: int  # steps per chain actually run (reproduce with PlanConfig(steps=...))
     stop_reason: str  # "steps" | "time_budget" | "no_search"
     plan_time_s: float
@@ -103,6 +116,10 @@ class PlanSummary(NamedTuple):
     robust_attainment: float  # mean attainment over the scenarios (NaN without robust mode)
     polished: bool = False  # the latency polish (pull_forward) beat the best order found before
     descended: int = 0  # improvements the hit-set descent made (after the polish)
+    compile_s: float = 0.0  # compiling (or loading from JAX's cache) the search program
+    search_s: float = 0.0  # annealing, after the compile
+    orders_scored: int = 0  # orders the annealing scored exactly (chains x steps x proposals)
+    anneal_gain: float = 0.0  # relative energy gain of the annealing over the best seed
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._asdict().items()}

@@ -8,6 +8,7 @@ predicted timings and the summary of the winning (order, cap). Jobs larger than
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -60,6 +61,14 @@ def _plan_small(cp, n_real, model, config, key, started):
     max_slots, kv = sim_settings(model, all_caps, cp.mask.shape[0], data.problem)
     exact = PlanEnergy(config.objective, robust, 0, max_slots, kv)
     exact_data = data._replace(params=objective_params(0.0, scale))
+    programs = None
+    if config.search == "batched" and not robust:
+        # compile the search while the seeds are built (its KV setting decided by FCFS)
+        from sajax.plan_anneal import prepare
+
+        search = search_energy(exact, cp, model, np.arange(cp.mask.shape[0], dtype=np.int32))
+        finalists = min(config.cap_finalists, len(caps))
+        programs = prepare(search, cp, model, finalists, config, n_real)
 
     refill_until = None
     if config.time_budget_s is not None:
@@ -69,32 +78,43 @@ def _plan_small(cp, n_real, model, config, key, started):
     names, orders, e_seed = build_seeds(
         cp, n_real, model, caps, exact, exact_data, config, refill_until=refill_until
     )
-    search = search_energy(exact, cp, model, orders[np.argmin(e_seed.min(axis=0))])
+    if programs is None:
+        search = search_energy(exact, cp, model, orders[np.argmin(e_seed.min(axis=0))])
     best_seed = names[int(np.argmin(e_seed.min(axis=0)))]
     seed_energy = {k: float(e_seed[:, i].min()) for i, k in enumerate(names)}
 
     finalists = list(np.argsort(e_seed.min(axis=1), kind="stable")[: config.cap_finalists])
     fin_caps = [caps[i] for i in finalists]
-    init = np.stack([chain_starts(orders, e_seed[i], config.chains) for i in finalists])
+    from sajax.plan_anneal import resolve_chains
+
+    per_cap = resolve_chains(config.chains, n_real, len(fin_caps))
+    config = dataclasses.replace(config, chains=per_cap)
+    init = np.stack([chain_starts(orders, e_seed[i], per_cap) for i in finalists])
     fin_models = _models_by_cap(model, fin_caps)
     search_data = with_models(data, fin_models)
 
-    result, steps, stop = run_search(
-        search,
-        key_anneal,
-        cp.mask.shape[0],
-        search_data,
-        init,
-        n_real,
-        config,
-        started,
-        leave_share=config.descent_share,
-    )
-    # Exact re-score of every chain's best at its own cap; keep the best seed if it wins.
-    if result is None:  # no time or no steps: the best seed is the plan
-        cand = init[:, :1]
+    stats = {"chains": per_cap * len(fin_caps)}
+    if config.search == "batched" and not robust:
+        from sajax.plan_anneal import batched_search
+
+        cand, steps, stop, stats = batched_search(
+            search, cp, fin_models, init, data, n_real, config, started, key_anneal, programs
+        )
     else:
-        cand = np.asarray(result.chain_best_perm)  # (F, C, N)
+        result, steps, stop = run_search(
+            search,
+            key_anneal,
+            cp.mask.shape[0],
+            search_data,
+            init,
+            n_real,
+            config,
+            started,
+            leave_share=config.descent_share,
+        )
+        # no time or no steps: the best seed is the plan
+        cand = init[:, :1] if result is None else np.asarray(result.chain_best_perm)  # (F, C, N)
+    # Exact re-score of every chain's best at its own cap; keep the best seed if it wins.
     e_cand = np.stack(
         [score_orders(exact, cand[f], exact_data, [cap])[0] for f, cap in enumerate(fin_caps)]
     )  # (F, C)
@@ -103,6 +123,9 @@ def _plan_small(cp, n_real, model, config, key, started):
     ci, si = np.unravel_index(np.argmin(e_seed), e_seed.shape)
     if float(e_seed[ci, si]) < best_e:
         best_order, best_cap, best_e = orders[si], caps[ci], float(e_seed[ci, si])
+    stats["anneal_gain"] = (float(e_seed.min()) - float(e_cand.min())) / max(
+        abs(float(e_seed.min())), 1e-30
+    )
     cap_energy = {int(caps[i]): float(e_seed[i].min()) for i in range(len(caps))}
     for i, cap in enumerate(fin_caps):
         cap_energy[int(cap)] = float(min(cap_energy[int(cap)], e_cand[i].min()))
@@ -128,6 +151,7 @@ def _plan_small(cp, n_real, model, config, key, started):
         energy_fn=exact,
         polished=won,
         descended=descended,
+        stats=stats,
     )
     return best_order, int(best_cap), info
 
@@ -175,7 +199,9 @@ def _finish(problem, rows, cp, n_real, model, config, order_c, cap, info, starte
         cap_energy=info["cap_energy"],
         energy=float(info["energy"]),
         inflight_cap=int(cap),
-        chains=config.chains if not info["windows"] else config.window_chains,
+        chains=info.get("stats", {}).get(
+            "chains", config.chains if not info["windows"] else config.window_chains
+        ),
         steps=int(info["steps"]),
         stop_reason=info["stop_reason"],
         plan_time_s=time.perf_counter() - started,
@@ -184,6 +210,7 @@ def _finish(problem, rows, cp, n_real, model, config, order_c, cap, info, starte
         robust_attainment=robust_att,
         polished=bool(info.get("polished", False)),
         descended=int(info.get("descended", 0)),
+        **{k: v for k, v in info.get("stats", {}).items() if k != "chains"},
     )
     return Plan(
         order=rows[np.asarray(order_c)[:n_real]].astype(np.int64),
