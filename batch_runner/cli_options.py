@@ -27,6 +27,23 @@ _file = click.Path(path_type=Path, dir_okay=False)
 # --- option groups shared by several commands -----------------------------------------------
 
 
+class ChainsType(click.ParamType):
+    """``--chains``: ``auto`` or an int >= 1."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or str(value).lower() == "auto":
+            return value if isinstance(value, int) else "auto"
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            self.fail(f"{value!r} is neither 'auto' nor an integer >= 1", param, ctx)
+        return n
+
+
 def _slo_options(f: Callable) -> Callable:
     f = click.option(
         "--slo-scale",
@@ -82,6 +99,15 @@ def _planner_options(f: Callable) -> Callable:
                 default=DEFAULT_TIME_BUDGET_S,
                 show_default=True,
                 help="Seconds the planner may search.",
+            ),
+            click.option(
+                "--chains",
+                type=ChainsType(),
+                default="auto",
+                show_default=True,
+                help="Annealing chains per candidate in-flight cap (the planner anneals two "
+                "caps), or auto: chosen from the device and the number of requests (64-256 in "
+                "all on a CPU, thousands on a GPU).",
             ),
             click.option(
                 "--seed", type=int, default=0, show_default=True, help="Random seed of the plan."

@@ -212,6 +212,7 @@ def plan_command(
     policy: str = "sajax",
     objective: str = "g",
     time_budget: float = 10.0,
+    chains: int | str = "auto",
     seed: int = 0,
     profile: str | None = None,
     slots: int | None = None,
@@ -241,7 +242,9 @@ def plan_command(
     fcfs = _heuristic_plan(problem, model, "fcfs")
     if policy == "sajax":
         config = PlanConfig(
-            objective=OBJECTIVE_NAMES.get(objective.lower(), objective), time_budget_s=time_budget
+            objective=OBJECTIVE_NAMES.get(objective.lower(), objective),
+            time_budget_s=time_budget,
+            chains=chains,
         )
         result = plan(problem, model, config, jax.random.key(seed))
     else:

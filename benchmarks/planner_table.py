@@ -59,6 +59,16 @@ from sajax.robust import sample_actual_lengths  # noqa: E402
 
 TASK_SIGMA = {"code": 0.2, "chat": 0.6, "classification": 0.3}
 LEVEL_ORDER = ("loose", "medium", "tight", "very_tight")
+# the planner's searches: the batched one (this branch's default) and main's classic one with
+# main's descent share
+SEARCHES = {
+    "batched": {"search": "batched", "chains": "auto"},
+    "classic": {"search": "classic", "descent_share": 0.5, "chains": 8},
+}
+
+
+def _chains(value):
+    return value if value == "auto" else int(value)
 
 
 def reference_metrics(order, cap, inp, out_actual, cols, model) -> dict:
@@ -144,10 +154,15 @@ def run_cell(level, case, args, model, log) -> dict:
         rows["paper_sa"]["evaluations"] = res.evaluations
 
     key = jax.random.key(args.seed)
-    for objective in args.objectives:
-        # the first objective is reported as "sajax"; others as "sajax_<objective>"
+    for objective, search in [(o, s) for s in args.searches for o in args.objectives]:
+        # the first objective of the first search is reported as "sajax"; others as
+        # "sajax_<objective>", a later search as "sajax_<search>[_<objective>]"
         tag = "sajax" if objective == args.objectives[0] else f"sajax_{objective}"
-        settings = dict(chains=args.chains, objective=objective)
+        if search != args.searches[0]:
+            tag = tag.replace("sajax", f"sajax_{search}", 1)
+        settings = dict(SEARCHES[search], objective=objective)
+        if args.chains is not None:
+            settings["chains"] = _chains(args.chains)
         if args.t_start is not None:
             settings["t_start"] = args.t_start
         cfg = PlanConfig(time_budget_s=args.budget, **settings)
@@ -156,7 +171,10 @@ def run_cell(level, case, args, model, log) -> dict:
         rows[tag]["steps"] = result.summary.steps
         rows[tag]["best_seed"] = result.summary.best_seed
         rows[tag]["predicted_attainment"] = result.summary.attainment
-        if args.long_factor > 0 and case in args.long_cases:
+        rows[tag]["orders_scored"] = result.summary.orders_scored
+        rows[tag]["chains"] = result.summary.chains
+        first = search == args.searches[0]
+        if args.long_factor > 0 and case in args.long_cases and first and level in args.long_levels:
             cfg_long = PlanConfig(time_budget_s=args.budget * args.long_factor, **settings)
             result = plan(problem, model, cfg_long, key)
             long_tag = f"{tag}_x{args.long_factor:g}"
@@ -173,8 +191,11 @@ def warm_up(args, model) -> float:
     )
     problem = mix_problem(cols, size=args.n)
     t0 = time.perf_counter()
-    for objective in args.objectives:
-        cfg = PlanConfig(steps=PlanConfig().chunk_size, chains=args.chains, objective=objective)
+    for objective, search in [(o, s) for s in args.searches for o in args.objectives]:
+        settings = dict(SEARCHES[search], objective=objective)
+        if args.chains is not None:
+            settings["chains"] = _chains(args.chains)
+        cfg = PlanConfig(steps=PlanConfig().chunk_size, **settings)
         plan(problem, model, cfg)
     return time.perf_counter() - t0
 
@@ -196,7 +217,8 @@ def markdown(results, args, compile_s) -> str:
         f"({jax.default_backend()}), {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.1f} at the end; date {datetime.date.today()}  ",
         f"n = {args.n}, profile {args.profile}, budget {args.budget:g} s per planner "
-        f"(sajax and paper-style SA), sajax chains per cap = {args.chains}, long run "
+        f"(sajax and paper-style SA), sajax chains per cap = {args.chains or 'default'}, "
+        f"searches {', '.join(args.searches)}, long run "
         f"x{args.long_factor:g} for {', '.join(args.long_cases)}; sajax compile "
         f"(once per problem size, excluded from plan time): {compile_s:.1f} s; "
         f"sajax objectives: {', '.join(args.objectives)} (first = 'sajax'); "
@@ -225,7 +247,9 @@ def markdown(results, args, compile_s) -> str:
                 lines.append(
                     f"| {name} | {r['attainment']:.1%} | {ratio:.2f} | {r['G']:.4f} | "
                     f"{r['mean_e2e_s']:.1f} | {-lat:+.1%} | {r['p99_e2e_s']:.1f} | {r['cap']} | "
-                    f"{r['plan_s']:.2f} |"
+                    f"{r['plan_s']:.2f}"
+                    + (f" ({r['orders_scored']:,} orders)" if r.get("orders_scored") else "")
+                    + " |"
                 )
             lines.append("")
     return "\n".join(lines)
@@ -236,7 +260,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget", type=float, default=10.0)
-    ap.add_argument("--chains", type=int, default=8)
+    ap.add_argument(
+        "--chains", default=None, help="chains per cap, or auto [default: each search's own]"
+    )
+    ap.add_argument(
+        "--searches",
+        nargs="+",
+        default=["batched"],
+        choices=sorted(SEARCHES),
+        help="planner searches to run side by side (the first is reported as 'sajax')",
+    )
+    ap.add_argument("--long-levels", nargs="+", default=list(LEVEL_ORDER))
     ap.add_argument("--long-factor", type=float, default=20.0)
     ap.add_argument("--profile", default="gpu-7b-a100")
     ap.add_argument("--levels", nargs="+", default=list(LEVEL_ORDER))

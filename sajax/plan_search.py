@@ -245,6 +245,14 @@ def compile_programs(spec: SearchSpec, n: int, length: int, problem, models, par
     t0 = time.perf_counter()
     sds = lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.asarray(x).dtype)  # noqa: E731
     problem, models, params = (jax.tree.map(sds, x) for x in (problem, models, params))
+    key = (
+        spec,
+        n,
+        length,
+        str(jax.tree.map(lambda x: (x.shape, x.dtype), (problem, models, params))),
+    )
+    if key in _PROGRAMS:  # compiled before in this process
+        return (*_PROGRAMS[key], time.perf_counter() - t0)
     orders = jax.ShapeDtypeStruct((spec.chains, n), jnp.int32)
     offset = jax.ShapeDtypeStruct((), jnp.float32)
     init_fn = _init_jit.lower(spec, orders, problem, models, params, offset).compile()
@@ -265,7 +273,11 @@ def compile_programs(spec: SearchSpec, n: int, length: int, problem, models, par
         params,
         offset,
     ).compile()
+    _PROGRAMS[key] = (init_fn, chunk_fn)
     return init_fn, chunk_fn, time.perf_counter() - t0
+
+
+_PROGRAMS: dict = {}  # compiled (init, chunk) programs of this process, by spec and shapes
 
 
 def compile_chunk(

@@ -28,6 +28,7 @@ class JobConfig:
     policy: str = "sajax"  # sajax | fcfs | sjf | edf | slack
     objective: str = "g"  # g | attainment | tardiness
     time_budget: float = 10.0  # seconds the planner may spend
+    chains: int | str = "auto"  # annealing chains per candidate cap, or "auto"
     seed: int = 0
     slo_config: Path | None = None
     slo_scale: str | None = None  # which scale table of the SLO preset file

@@ -160,6 +160,7 @@ def make_plan(
             cfg = PlanConfig(
                 objective=OBJECTIVES.get(config.objective, config.objective),
                 time_budget_s=config.time_budget,
+                chains=config.chains,
             )
             result = plan(problem, model, cfg, key=jax.random.key(config.seed))
             return JobPlan(
