@@ -157,6 +157,9 @@ def make_plan(
             log.warning("policy 'sajax': the planner is not available (%s); using FCFS", exc)
             policy = "fcfs (sajax unavailable)"
         else:
+            from batch_runner.planning import enable_compilation_cache
+
+            enable_compilation_cache()  # a second job of the same size loads its programs
             cfg = PlanConfig(
                 objective=OBJECTIVES.get(config.objective, config.objective),
                 time_budget_s=config.time_budget,

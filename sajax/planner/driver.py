@@ -114,6 +114,7 @@ def _plan_small(cp, n_real, model, config, key, started):
         )
         # no time or no steps: the best seed is the plan
         cand = init[:, :1] if result is None else np.asarray(result.chain_best_perm)  # (F, C, N)
+        stats["orders_scored"] = int(steps) * per_cap * len(fin_caps)  # one proposal a step
     # Exact re-score of every chain's best at its own cap; keep the best seed if it wins.
     e_cand = np.stack(
         [score_orders(exact, cand[f], exact_data, [cap])[0] for f, cap in enumerate(fin_caps)]
