@@ -62,7 +62,7 @@ def _plan_small(cp, n_real, model, config, key, started):
     exact = PlanEnergy(config.objective, robust, 0, max_slots, kv)
     exact_data = data._replace(params=objective_params(0.0, scale))
     programs = None
-    if config.search == "batched" and not robust:
+    if config.search == "batched" and not robust and config.steps != 0:
         # compile the search while the seeds are built (its KV setting decided by FCFS)
         from sajax.plan_anneal import prepare
 
