@@ -144,6 +144,8 @@ def test_batch_hands_every_option_to_run_job(tmp_path, fake_job):
         "attainment",
         "--time-budget",
         "2.5",
+        "--chains",
+        "12",
         "--seed",
         "7",
         "--slo-config",
@@ -188,6 +190,7 @@ def test_batch_hands_every_option_to_run_job(tmp_path, fake_job):
         "policy": "edf",
         "objective": "attainment",
         "time_budget": 2.5,
+        "chains": 12,
         "seed": 7,
         "slo_config": PRESETS,
         "slo_scale": "gpu",
@@ -528,3 +531,11 @@ def test_a_broken_workloads_module_does_not_break_help(monkeypatch):
     assert runner.invoke(cli.main, ["--help"]).exit_code == 0
     result = runner.invoke(cli.main, ["workloads", "anything"])
     assert result.exit_code == 1 and "some_dependency" in result.output
+
+
+@pytest.mark.parametrize("bad", ["0", "many"])
+def test_batch_refuses_bad_chains(tmp_path, fake_job, bad):
+    args = [str(TINY), "-o", str(tmp_path / "r.parquet"), "--chains", bad]
+    result = CliRunner().invoke(cli.batch_main, args)
+    assert result.exit_code == 2 and "--chains" in result.output and "auto" in result.output
+    assert not fake_job.calls
