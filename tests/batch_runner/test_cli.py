@@ -398,6 +398,7 @@ def test_plan_passes_its_options(tmp_path, monkeypatch):
     (kwargs,) = calls
     assert kwargs["input"] == TINY and kwargs["out"] == out
     assert kwargs["policy"] == "fcfs" and kwargs["slots"] == 2 and kwargs["objective"] == "g"
+    assert kwargs["chains"] == "auto"
     assert set(kwargs) == {
         "input",
         "out",
@@ -405,6 +406,7 @@ def test_plan_passes_its_options(tmp_path, monkeypatch):
         "policy",
         "objective",
         "time_budget",
+        "chains",
         "seed",
         "profile",
         "slots",
