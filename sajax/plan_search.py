@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -42,6 +44,7 @@ from sajax.kernel import metropolis_accept
 from sajax.moves import INSERT, SWAP, apply_move
 from sajax.objectives.slo import get_objective, soft_met
 from sajax.sim_incremental import DEFAULT_BLOCK, SimCache, init_cache, n_blocks, score_from_block
+from sajax.simulate import _Carry, _Sched
 
 HIT_IN = 3
 HIT_SWAP = 4
@@ -255,16 +258,23 @@ def compile_programs(spec: SearchSpec, n: int, length: int, problem, models, par
         return (*_PROGRAMS[key], time.perf_counter() - t0)
     orders = jax.ShapeDtypeStruct((spec.chains, n), jnp.int32)
     offset = jax.ShapeDtypeStruct((), jnp.float32)
-    init_fn = _init_jit.lower(spec, orders, problem, models, params, offset).compile()
-    state = jax.eval_shape(
-        functools.partial(_init_jit, spec), orders, problem, models, params, offset
-    )
-    temps = jax.ShapeDtypeStruct((length, spec.chains), jnp.float32)
-    chunk_fn = run_chunk.lower(
-        spec,
+    init_args = (orders, problem, models, params, offset)
+    folder = _export_folder()
+    init_fn = None
+    if folder is not None:
+        try:
+            init_fn, out_avals = _exported(
+                folder, "init", functools.partial(_init_jit, spec), init_args, key, _STATE_TREE
+            )
+            state = jax.tree.unflatten(_STATE_TREE, out_avals)
+        except ImportError:  # jax.export's serialization needs flatbuffers
+            folder = None
+    if init_fn is None:
+        state = jax.eval_shape(functools.partial(_init_jit, spec), *init_args)
+    chunk_args = (
         state,
         jax.eval_shape(lambda: jax.random.key(0)),
-        temps,
+        jax.ShapeDtypeStruct((length, spec.chains), jnp.float32),
         jax.ShapeDtypeStruct((len(SEARCH_MOVES),), jnp.float32),
         jax.ShapeDtypeStruct((n_blocks(n, spec.block),), jnp.float32),
         jax.ShapeDtypeStruct((), jnp.int32),
@@ -272,12 +282,89 @@ def compile_programs(spec: SearchSpec, n: int, length: int, problem, models, par
         models,
         params,
         offset,
-    ).compile()
+    )
+    if folder is None:
+        init_fn = _init_jit.lower(spec, *init_args).compile()
+        chunk_fn = run_chunk.lower(spec, *chunk_args).compile()
+    else:
+        chunk_tree = jax.tree.structure((state, ChunkInfo(0, 0, 0)))
+        chunk_fn, _ = _exported(
+            folder, "chunk", functools.partial(_chunk, spec), chunk_args, key, chunk_tree
+        )
     _PROGRAMS[key] = (init_fn, chunk_fn)
     return init_fn, chunk_fn, time.perf_counter() - t0
 
 
 _PROGRAMS: dict = {}  # compiled (init, chunk) programs of this process, by spec and shapes
+# the modules whose code the programs are made of: a change of any makes new exports
+_SOURCES = (
+    "plan_search",
+    "sim_incremental",
+    "simulate",
+    "objectives/slo",
+    "metrics",
+    "moves",
+    "kernel",
+)
+
+
+def _export_folder() -> Path | None:
+    """Where serialized programs are kept: next to JAX's persistent cache (None: not kept)."""
+    cache = jax.config.jax_compilation_cache_dir
+    return Path(cache) / "sajax-search" if cache else None
+
+
+def _state_tree():
+    carry = _Carry(*[0] * len(_Carry._fields))
+    cache = SimCache(_Sched(*[0] * len(_Sched._fields)), carry, carry)
+    return jax.tree.structure(SearchState(0, 0, 0, cache, 0, 0))
+
+
+def _exported(folder: Path, name: str, fn, args, key, out_tree):
+    """``fn(*args)`` compiled through ``jax.export``, its serialized form kept in ``folder``:
+    a later process deserializes it instead of tracing and lowering it again (seconds on a
+    small CPU), and JAX's persistent cache serves its compiled form."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    code = b"".join((root / f"{m}.py").read_bytes() for m in _SOURCES)
+    digest = hashlib.sha256(repr((name, key, jax.__version__)).encode() + code).hexdigest()
+    path = folder / f"{name}-{digest[:24]}.bin"
+    leaves, in_tree = jax.tree.flatten(args)
+    is_key = [jnp.issubdtype(x.dtype, jax.dtypes.prng_key) for x in leaves]
+    flat_in = [
+        jax.eval_shape(jax.random.key_data, x) if k else x
+        for x, k in zip(leaves, is_key, strict=True)
+    ]
+
+    def flat(*xs):
+        xs = [jax.random.wrap_key_data(x) if k else x for x, k in zip(xs, is_key, strict=True)]
+        return jax.tree.leaves(fn(*jax.tree.unflatten(in_tree, xs)))
+
+    exp = None
+    if path.exists():
+        try:
+            exp = jax.export.deserialize(bytearray(path.read_bytes()))
+        except Exception:  # noqa: BLE001 - a damaged or foreign file: export again
+            exp = None
+    if exp is None:
+        exp = jax.export.export(jax.jit(flat))(*flat_in)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(exp.serialize())
+            tmp.replace(path)
+        except OSError:
+            pass  # not kept: the next process exports again
+    compiled = jax.jit(exp.call).lower(*flat_in).compile()
+
+    def call(*a):
+        xs = jax.tree.leaves(a)
+        xs = [jax.random.key_data(x) if k else x for x, k in zip(xs, is_key, strict=True)]
+        return jax.tree.unflatten(out_tree, compiled(*xs))
+
+    out_avals = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in exp.out_avals]
+    return call, out_avals
 
 
 def compile_chunk(
@@ -305,3 +392,6 @@ def compile_chunk(
 def as_arrays(tree: Any):
     """Every leaf as a JAX array (a stable signature for the compiled chunk)."""
     return jax.tree.map(jnp.asarray, tree)
+
+
+_STATE_TREE = _state_tree()
