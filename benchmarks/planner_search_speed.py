@@ -146,7 +146,8 @@ def main() -> None:
         f"({jax.default_backend()}), {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.1f} at the end (shared machine); paper_mix level {args.level}.",
         "",
-        "| KV check | path | orders per call (chains) | proposals/chain | proposals per CPU-s | x main |",
+        "| KV check | path | orders per call (chains) | proposals/chain | proposals per CPU-s "
+        "| x main |",
         "|---|---|---|---|---|---|",
     ]
     for kv, name, b, k, rate in rows:
