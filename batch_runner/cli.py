@@ -43,6 +43,7 @@ from batch_runner.cli_options import (
 )
 from batch_runner.errors import InputError
 from batch_runner.executor import DEFAULT_STALL_TIMEOUT_S
+from batch_runner.replica_cli import replica_options
 
 # --- sajax-batch ----------------------------------------------------------------------------
 
@@ -96,6 +97,7 @@ from batch_runner.executor import DEFAULT_STALL_TIMEOUT_S
     help="Seconds without any event from the engine, while requests are in flight, after which "
     "the engine counts as dead (exit 3; finished rows are saved, --resume continues); 0 = never.",
 )
+@replica_options
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def batch_main(
     input_path: Path,
@@ -116,6 +118,9 @@ def batch_main(
     summary_json: Path | None,
     report: Path | None,
     stall_timeout: float,
+    replicas: int,
+    ray_address: str | None,
+    replica_profiles: str | None,
     quiet: bool,
 ) -> None:
     """Plan and run a batch of LLM requests (INPUT, Parquet) so that as many as possible meet
@@ -163,6 +168,9 @@ def batch_main(
         report=report,
         quiet=quiet,
         stall_timeout=stall_timeout,
+        replicas=replicas,
+        ray_address=ray_address,
+        replica_profiles=replica_profiles,
     )
     result = job.run_job(config, requests=requests)
     if isinstance(result, int) and not isinstance(result, bool) and result != 0:

@@ -73,7 +73,7 @@ def replica_options(config) -> list[dict[str, Any]]:
         raise ConfigError(f"--replicas must be >= 1, got {n}")
     engine = config.engine
     if engine == "auto":
-        from batch_runner.job import _auto_engine
+        from batch_runner.job.engines import _auto_engine
 
         engine = _auto_engine()
     threads = getattr(config, "threads", None) or max(1, (os.cpu_count() or 1) // n)
@@ -107,7 +107,7 @@ def replica_model(info: dict[str, Any], profile: str | None, config):
 
 
 def plan_config(config, budget: float | None):
-    from batch_runner.job import OBJECTIVES, POLICY_HEURISTICS
+    from batch_runner.job.plan_step import OBJECTIVES, POLICY_HEURISTICS
     from sajax.replicas import ReplicaPlanConfig
 
     policy = (config.policy or "sajax").lower()
@@ -130,7 +130,9 @@ def run_replicated(config, table: pa.Table, todo_mask, ckpt, done: pa.Table) -> 
     (a signal number when interrupted)."""
     import jax
 
-    from batch_runner import job
+    from batch_runner.job import config as job_config
+    from batch_runner.job import engines as job_engines
+    from batch_runner.job import plan_step
     from batch_runner.ray_pool import ReplicaPool, ray_session, run_on_replicas
     from sajax.replicas import plan_replicas
 
@@ -141,16 +143,16 @@ def run_replicated(config, table: pa.Table, todo_mask, ckpt, done: pa.Table) -> 
         try:
             pool = ReplicaPool(ray, options)
         except EngineError as exc:
-            raise job.EngineDied(str(exc)) from exc
+            raise job_config.EngineDied(str(exc)) from exc
         try:
             engine_name = pool.info[0]["name"]
             models = [replica_model(i, p, config) for i, p in zip(pool.info, profiles, strict=True)]
-            requests = job._engine_requests(todo, SamplingParams(seed=config.seed))
+            requests = job_engines._engine_requests(todo, SamplingParams(seed=config.seed))
             by_id = {r.id: r for r in requests}
             t_plan = time.monotonic()
             counts = dict(zip(by_id, pool.count_tokens(requests), strict=True))
-            lengths = job._predicted_output_tokens(todo, job._length_predictor(config))
-            problem = job._problem_from_table(todo, _TokenCounts(counts), lengths.tokens)
+            lengths = plan_step._predicted_output_tokens(todo, plan_step._length_predictor(config))
+            problem = plan_step._problem_from_table(todo, _TokenCounts(counts), lengths.tokens)
             key = jax.random.key(config.seed)
             rplan = plan_replicas(problem, models, plan_config(config, config.time_budget), key)
             plan_time_s = time.monotonic() - t_plan
@@ -168,7 +170,10 @@ def run_replicated(config, table: pa.Table, todo_mask, ckpt, done: pa.Table) -> 
                 budget = min(config.time_budget or REPLAN_BUDGET_S, REPLAN_BUDGET_S)
                 cfg = plan_config(config, budget)
                 again = plan_replicas(sub, [models[s] for s in survivors], cfg, key)
-                return {s: [todo_ids[i] for i in o] for s, o in zip(survivors, again.orders)}
+                return {
+                    s: [todo_ids[i] for i in o]
+                    for s, o in zip(survivors, again.orders, strict=True)
+                }
 
             run, stopped = _execute(
                 config,
@@ -225,7 +230,9 @@ def _execute(
 ):
     import pyarrow.compute as pc
 
-    from batch_runner import job
+    from batch_runner.job.config import EngineDied
+    from batch_runner.job.run_step import _checkpoint_row
+    from batch_runner.job.stops import _stop_on_signals, resume_command
 
     row_info = {
         str(row["id"]): row
@@ -244,7 +251,7 @@ def _execute(
             )
 
         def on_result(m, j: int) -> None:
-            row = job._checkpoint_row(m, ckpt.run, predicted[m.id], engine_name)
+            row = _checkpoint_row(m, ckpt.run, predicted[m.id], engine_name)
             ckpt.add(row | {"replica": j})
             info = row_info[m.id]
             met = (
@@ -254,7 +261,7 @@ def _execute(
             )
             bar.update(met=met, weight=float(info.get("weight") or 1.0), error=m.error is not None)
 
-        with job._stop_on_signals() as sig:
+        with _stop_on_signals() as sig:
 
             def should_stop() -> bool:
                 ckpt.maybe_flush()
@@ -278,9 +285,9 @@ def _execute(
                 ckpt.flush()
                 saved = ckpt.load().num_rows
                 total = done.num_rows + todo.num_rows
-                raise job.EngineDied(
+                raise EngineDied(
                     f"the {engine_name} replicas died: {exc}. {saved} of {total} rows are done "
-                    f"and saved in {ckpt.directory}.\nResume with:\n  {job.resume_command(config)}"
+                    f"and saved in {ckpt.directory}.\nResume with:\n  {resume_command(config)}"
                 ) from exc
     stopped = sig.get("signum", signal.SIGINT) if run.stopped else None
     return run, stopped

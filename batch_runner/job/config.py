@@ -41,6 +41,9 @@ class JobConfig:
     report: Path | None = None
     quiet: bool = False
     stall_timeout: float = DEFAULT_STALL_TIMEOUT_S  # s without engine events: dead; 0 = never
+    replicas: int = 0  # > 0: that many engine replicas as Ray actors (batch_runner.replica_job)
+    ray_address: str | None = None  # the Ray cluster; None: a local Ray for the job
+    replica_profiles: str | None = None  # comma-separated, one per replica; None: --profile
     # Not CLI options: how often finished rows are checkpointed, and retries per request.
     checkpoint_rows: int = 50
     checkpoint_seconds: float = 10.0
