@@ -61,6 +61,9 @@ def write_report(
         ("Timeline", _img(plot_timeline(data))),
         ("Predicted vs measured end-to-end latency", _img(plot_prediction(data))),
     ]
+    from batch_runner.report_replicas import replica_sections
+
+    sections += replica_sections(table, summary)  # [] unless the job ran on --replicas
     body = "\n".join(f"<h2>{html.escape(t)}</h2>\n{content}" for t, content in sections)
     title = f"sajax report: {results_path.name}"
     page = _PAGE.format(title=html.escape(title), source=html.escape(str(results_path)), body=body)
