@@ -72,8 +72,15 @@ def quality(args) -> list[dict]:
         )
         problem = mix_problem(cols, size=args.n)
         models = [model] * r
+        if args.hetero:  # every other replica at half the speed (each iteration costs 2x)
+            slow = model._replace(
+                **{f: np.float32(2 * float(getattr(model, f))) for f in ("a_ms", "b_ms", "c_ms")}
+            )
+            models = [model if j % 2 == 0 else slow for j in range(r)]
+        # W / R with speeds: W on the fastest replica, over the summed speeds
         _, one = predict([np.arange(args.n)], problem, [model])
-        work = float(np.nanmax(one))
+        speeds = sum(1.0 if m is model else 0.5 for m in models)
+        work = float(np.nanmax(one)) * r / speeds
         configs = {
             "sajax": ReplicaPlanConfig(time_budget_s=args.budget),
             "rr+sajax": ReplicaPlanConfig(
@@ -90,6 +97,7 @@ def quality(args) -> list[dict]:
             att, span = ref_score(plan, problem, models)
             row = {
                 "R": r,
+                "hetero": bool(args.hetero),
                 "plan": name,
                 "wall_s": wall,
                 "work_over_R_s": work / r / 1e3,
@@ -275,6 +283,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--replicas", type=int, nargs="+", default=[2, 4, 8])
     ap.add_argument("--tightness", type=float, default=2.2)
+    ap.add_argument("--hetero", action="store_true", help="every other replica half as fast")
     ap.add_argument("--profile", default="gpu-7b-a100")
     ap.add_argument("--budget", type=float, default=60.0, help="planner seconds per plan")
     ap.add_argument("--trials", type=int, default=20)
