@@ -23,7 +23,9 @@ Windows (large jobs). A job of more than ``window`` requests is cut into windows
 window k holds the k-th of K equal slices of every replica's current order. A window is
 annealed with the rest fixed; it starts on replica r at ``offset_r``, calibrated so that its
 first slots' predicted finish times match the whole plan's (the window alone starts on an
-empty engine; the real one is full of the slice before). Windows run in order, the offsets
+empty engine; the real one is full of the slice before). With the ``goodput`` objective a
+window scores the linear form ``-(hits_w - G_ref * t_w) / n_w`` (``goodput_window``, as
+``sajax.decompose`` does), ``G_ref`` the starting plan's G. Windows run in order, the offsets
 refreshed from the whole plan after each one (``refresh=False``: from the starting plan only,
 for very large jobs). The whole plan is re-scored exactly by the caller.
 
@@ -165,12 +167,18 @@ def joint_anneal(
     stacked = stack_models(models)
     max_slots = max_slots_of(models, ell)
     params = params or objective_params()
-    energy = _energy_fn(r, max_slots, objective)
-    info = {"windows": k, "positions": size, "steps": 0, "improved": 0, "energy_before": 0.0}
-    info["energy_after"] = 0.0
     first_full = finish_full = None
     if k > 1:
         first_full, finish_full = whole_times(orders)
+        if objective in ("goodput", "g", "G"):
+            # windows score the linear form of G against the whole plan's G (as sajax.decompose
+            # does): a window's own ratio G would trade hits for latency at the wrong rate
+            objective = "goodput_window"
+            params = params._replace(g_ref=np.float32(_whole_g(first_full, finish_full, problem)))
+    energy = _energy_fn(r, max_slots, objective)
+    info = {"windows": k, "positions": size, "steps": 0, "improved": 0, "energy_before": 0.0}
+    info["energy_after"] = 0.0
+    info["objective"] = objective
     for w in range(k):
         if time_budget_s is not None:
             left = time_budget_s - (time.perf_counter() - started)
@@ -218,6 +226,15 @@ def joint_anneal(
     info["time_s"] = time.perf_counter() - started
     del first_full
     return [np.concatenate(sl).astype(np.int64) for sl in slices], info
+
+
+def _whole_g(first, finish, problem: Problem) -> float:
+    from sajax.metrics import goodput, problem_metrics
+
+    p = Problem(*(np.asarray(x) for x in problem))
+    live = np.isfinite(finish) & np.asarray(p.mask, bool)
+    m = problem_metrics(first, finish, p)
+    return float(goodput(m.met[live], m.has_slo[live], finish[live], p.weight[live]))
 
 
 def _offsets(perm0, rows, sub, stacked, finish_full, chunks, models, max_slots) -> np.ndarray:

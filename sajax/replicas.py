@@ -22,7 +22,11 @@ Steps:
    a replica per position; its moves move requests between replicas as well as within one;
    every replica is scored by the fast model with its own profile. Large jobs go by windows.
 
-Each stage's plan replaces the one before only if it scores better (exact, whole plan), so the
+4. Makespan polish (``tail_lpt``; on unless the objective is ``goodput``): on each replica the
+   predicted misses move behind its hits, longest first, when that loses no hit and shortens
+   the replica's makespan (the last wave is then short requests, not a long one alone).
+
+Each of stages 2-3 replaces the plan before only if it scores better (exact, whole plan), so the
 plan is never worse than its best seed under the planner's own model.
 
     models = [load_profile("gpu-7b-a100")] * 4
@@ -70,6 +74,9 @@ class ReplicaPlanConfig:
     chains: int = 4  # joint chains per window
     steps: int = 500  # joint steps per window (a budget may cut it)
     refresh: bool = True  # re-score the whole plan between windows (False: huge jobs)
+    # last: each replica's misses after its hits, longest first (tail_longest_first); None: on
+    # unless the objective is goodput (it costs latency, so G, never hits)
+    tail_lpt: bool | None = None
 
     def __post_init__(self):
         get_objective(self.objective)
@@ -241,6 +248,15 @@ def plan_replicas(
         if e < energy:
             energy, orders = e, new_orders
     _, first, finish = score(orders, caps)
+    tail_info: dict[str, Any] = {}
+    tail = config.tail_lpt
+    if tail is None:
+        tail = get_objective(config.objective) is not get_objective("goodput")
+    if tail:
+        orders, first, finish, tail_info = tail_longest_first(
+            orders, caps, first, finish, problem, models, work
+        )
+        energy = energy_of(first, finish, problem, config.objective, params)
     summary = summarize(problem, orders, caps, first, finish, models)
     summary |= {
         "objective": config.objective,
@@ -250,6 +266,7 @@ def plan_replicas(
         "stage_energy": stages,
         "stage_end_s": stage_s,
         "joint": joint_info,
+        "tail_lpt": tail_info,
         "plan_time_s": time.perf_counter() - started,
     }
     replica = np.full(len(mask), -1, np.int32)
@@ -257,6 +274,33 @@ def plan_replicas(
         replica[o] = j
     met = np.asarray(problem_metrics(first, finish, _np(problem)).met) & np.isfinite(finish)
     return ReplicaPlan(replica, orders, caps, first, finish, met, summary)
+
+
+def tail_longest_first(orders, caps, first, finish, problem, models, work):
+    """Makespan polish: on each replica, the predicted hits keep their order and the predicted
+    misses follow them, longest first (so that the last wave is short requests, not a long one
+    running alone). Kept per replica only if its predicted weighted hits do not drop and its
+    makespan shrinks. Misses finish later on average: it costs latency (and G), not hits."""
+    p = _np(problem)
+    met = np.asarray(problem_metrics(first, finish, p).met, bool)
+    w = np.asarray(p.weight, np.float64)
+    out = [np.asarray(o, np.int64) for o in orders]
+    kept, span_before, span_after = 0, float(np.nanmax(finish)), 0.0
+    first, finish = first.copy(), finish.copy()
+    for j, o in enumerate(orders):
+        if len(o) < 2:
+            continue
+        hits, misses = o[met[o]], o[~met[o]]
+        cand = np.concatenate([hits, misses[np.argsort(-work[misses, j], kind="stable")]])
+        f1, e1 = predict([cand], problem, [models[j]], [caps[j]])
+        met1 = np.asarray(problem_metrics(f1, e1, p).met, bool)
+        if np.sum(w[o] * met1[o]) >= np.sum(w[o] * met[o]) and np.nanmax(e1) < np.nanmax(finish[o]):
+            out[j] = cand
+            first[o], finish[o] = f1[o], e1[o]
+            kept += 1
+    span_after = float(np.nanmax(finish))
+    info = {"replicas_changed": kept, "makespan_before_ms": span_before}
+    return out, first, finish, info | {"makespan_after_ms": span_after}
 
 
 def plan_each(problem, models, orders, config: ReplicaPlanConfig, budget, key):

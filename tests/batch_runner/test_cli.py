@@ -167,6 +167,12 @@ def test_batch_hands_every_option_to_run_job(tmp_path, fake_job):
         "r.html",
         "--stall-timeout",
         "90",
+        "--replicas",
+        "2",
+        "--ray-address",
+        "auto",
+        "--replica-profiles",
+        "gpu,cpu",
         "--quiet",
     ]
     result = CliRunner().invoke(cli.batch_main, args)
@@ -193,6 +199,9 @@ def test_batch_hands_every_option_to_run_job(tmp_path, fake_job):
         "report": Path("r.html"),
         "quiet": True,
         "stall_timeout": 90.0,
+        "replicas": 2,
+        "ray_address": "auto",
+        "replica_profiles": "gpu,cpu",
     }
 
 
