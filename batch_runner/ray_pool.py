@@ -85,7 +85,11 @@ class ReplicaPool:
             raise ConfigError("--replicas must be >= 1")
         self.ray = ray
         actor = ray.remote(num_cpus=num_cpus, max_restarts=0)(ReplicaWorker)
-        self.actors = [actor.remote(opt, j) for j, opt in enumerate(options)]
+        # a GPU engine's replica holds one GPU (Ray places it on a node that has one free)
+        self.actors = [
+            actor.options(num_gpus=opt.get("num_gpus", 0)).remote(opt, j)
+            for j, opt in enumerate(options)
+        ]
         try:
             self.info = ray.get([a.start.remote() for a in self.actors])
         except ray.exceptions.RayError as exc:

@@ -84,6 +84,8 @@ def replica_options(config) -> list[dict[str, Any]]:
         opt |= {"threads": threads, "seed": config.seed}
         if pace:
             opt["sim_pace"] = pace
+        if engine == "turbomind":
+            opt["num_gpus"] = 1  # one replica per GPU
         out.append({k: (str(v) if k == "model" and v is not None else v) for k, v in opt.items()})
     return out
 

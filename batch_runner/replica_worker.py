@@ -53,6 +53,7 @@ def make_replica_engine(options: dict[str, Any]):
     options = dict(options)
     name = options.pop("engine", "sim")
     pace = options.pop("sim_pace", None)
+    options.pop("num_gpus", None)  # the actor's resource, not an engine option
     if pace is not None:
         os.environ["SAJAX_SIM_PACE"] = str(pace)
     module = importlib.import_module(f"batch_runner.engines.{name}")

@@ -209,7 +209,10 @@ def scale(args) -> list[dict]:
         )
         problem = mix_problem(cols, size=n)
         cfg = ReplicaPlanConfig(
-            time_budget_s=args.scale_budget, window=args.scale_window, refresh=False
+            objective=args.objective,
+            time_budget_s=args.scale_budget,
+            window=args.scale_window,
+            refresh=False,
         )
         t0 = time.perf_counter()
         plan = plan_replicas(problem, [model] * r, cfg, jax.random.key(0))
@@ -220,8 +223,10 @@ def scale(args) -> list[dict]:
             "R": r,
             "wall_s": wall,
             "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+            "objective": args.objective,
             "attainment": s["attainment"],
             "makespan_s": s["makespan_ms"] / 1e3,
+            "tail_lpt": s["tail_lpt"],
             "seed_energy": s["seed_energy"],
             "stages": s["stage_energy"],
             "stage_end_s": s["stage_end_s"],

@@ -218,3 +218,13 @@ def test_replica_profiles_must_name_one_per_replica(paths):
 
     with pytest.raises(ConfigError, match="one per replica"):
         replica_options(_config(paths, replicas=3, replica_profiles="cpu,gpu"))
+
+
+def test_replica_options_give_each_replica_its_profile_and_a_gpu_engine_a_gpu(paths):
+    from batch_runner.replica_job import replica_options
+
+    opts = replica_options(_config(paths, replicas=2, replica_profiles="gpu, cpu"))
+    assert [o["profile"] for o in opts] == ["gpu", "cpu"]
+    assert all(o["engine"] == "sim" and "num_gpus" not in o for o in opts)
+    gpu = replica_options(_config(paths, replicas=2, engine="turbomind"))
+    assert [o["num_gpus"] for o in gpu] == [1, 1]
