@@ -35,6 +35,8 @@ from batch_runner.executor import Measurement
 
 log = logging.getLogger(__name__)
 
+LINGER_S = 0.02  # poll: after the first finished row, wait this long for more
+
 
 class _Attempt:
     __slots__ = ("request", "rank", "submit_ms", "first_ms", "attempts")
@@ -71,6 +73,7 @@ class ReplicaWorker:
         self._pending: deque[_Attempt] = deque()
         self._inflight: dict[str, _Attempt] = {}
         self._out: list[Measurement] = []
+        self._first_out = 0.0  # when the oldest row in _out finished (monotonic)
         self._error: str | None = None
         self._thread: threading.Thread | None = None
         self._stop = False
@@ -127,22 +130,34 @@ class ReplicaWorker:
             self._pending = deque(a for a in self._pending if a.attempts > 0)
             return taken
 
-    def poll(self, timeout: float) -> tuple[list[Measurement], dict[str, Any]]:
-        """Measurements finished since the last poll (waits up to ``timeout`` for one)."""
-        deadline = time.monotonic() + max(0.0, timeout)
+    def poll(
+        self, timeout: float, linger: float = LINGER_S
+    ) -> tuple[list[Measurement], dict[str, Any]]:
+        """Measurements finished since the last poll: waits up to ``timeout`` for one, then up
+        to ``linger`` more for others (fewer round trips when rows finish in quick succession;
+        a real engine's rows take seconds, so the wait costs nothing there)."""
+        start = time.monotonic()
+        deadline = start + max(0.0, timeout)
         with self._lock:
-            while not self._out and self._error is None and (self._pending or self._inflight):
-                left = deadline - time.monotonic()
-                if left <= 0:
+            while self._error is None and (self._pending or self._inflight):
+                now = time.monotonic()
+                if self._out:
+                    deadline = min(deadline, self._first_out + linger)
+                if now >= deadline:
                     break
-                self._lock.wait(left)
+                self._lock.wait(deadline - now)
             out, self._out = self._out, []
+            self._first_out = 0.0
             status = {
                 "error": self._error,
                 "pending": len(self._pending),
                 "inflight": len(self._inflight),
             }
         return out, status
+
+    def cpu_seconds(self) -> float:
+        """CPU time this process (engine, executor thread, actor) has used so far."""
+        return time.process_time()
 
     def stop(self) -> None:
         with self._lock:
@@ -202,9 +217,12 @@ class ReplicaWorker:
                     f"{len(self._inflight)} request(s) in flight (stall timeout)"
                 )
             with self._lock:
+                had = len(self._out)
                 for event in events:
                     self._handle(event)
-                if events:
+                if len(self._out) > had:
+                    if not had:
+                        self._first_out = time.monotonic()
                     self._lock.notify_all()
 
     def _handle(self, event) -> None:

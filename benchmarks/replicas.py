@@ -83,7 +83,9 @@ def quality(args) -> list[dict]:
         speeds = sum(1.0 if m is model else 0.5 for m in models)
         work = float(np.nanmax(one)) * r / speeds
         configs = {
-            "sajax": ReplicaPlanConfig(objective=args.objective, time_budget_s=args.budget),
+            "sajax": ReplicaPlanConfig(
+                objective=args.objective, time_budget_s=args.budget, full_caps=args.full_caps
+            ),
             "rr+sajax": ReplicaPlanConfig(
                 objective=args.objective,
                 tail_lpt=False,
@@ -105,7 +107,7 @@ def quality(args) -> list[dict]:
             row = {
                 "R": r,
                 "hetero": bool(args.hetero),
-                "plan": name,
+                "plan": name + (" (full caps)" if args.full_caps and name == "sajax" else ""),
                 "wall_s": wall,
                 "work_over_R_s": work / r / 1e3,
                 "makespan_s": span / 1e3,
@@ -258,15 +260,16 @@ def overhead(args) -> list[dict]:
         for rep in range(args.overhead_reps):
             engine = SimEngine(model)
             engine.start()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             res = execute(engine, reqs, int(model.slots))
-            local = time.perf_counter() - t0
+            local, local_cpu = time.perf_counter() - t0, time.process_time() - c0
             engine.stop()
             assert len(res.measurements) == n
             pool = ReplicaPool(ray, [{"engine": "sim", "profile": "default"}])
             by_id = {r.id: r for r in reqs}
             got = []
-            t0 = time.perf_counter()
+            a0 = ray.get(pool.actors[0].cpu_seconds.remote())
+            t0, c0 = time.perf_counter(), time.process_time()
             run_on_replicas(
                 pool,
                 by_id,
@@ -276,7 +279,8 @@ def overhead(args) -> list[dict]:
                 replan=lambda ids, s: {s[0]: ids},
                 on_result=lambda m, j, got=got: got.append(m.id),
             )
-            remote = time.perf_counter() - t0
+            remote, driver_cpu = time.perf_counter() - t0, time.process_time() - c0
+            actor_cpu = ray.get(pool.actors[0].cpu_seconds.remote()) - a0
             pool.shutdown()
             assert len(got) == n
             row = {
@@ -285,6 +289,11 @@ def overhead(args) -> list[dict]:
                 "local_s": local,
                 "ray_s": remote,
                 "overhead_ms_per_request": 1e3 * (remote - local) / n,
+                "local_cpu_s": local_cpu,
+                "ray_cpu_s": driver_cpu + actor_cpu,
+                "driver_cpu_s": driver_cpu,
+                "actor_cpu_s": actor_cpu,
+                "cpu_overhead_ms_per_request": 1e3 * (driver_cpu + actor_cpu - local_cpu) / n,
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -300,6 +309,7 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, nargs="+", default=[2, 4, 8])
     ap.add_argument("--tightness", type=float, default=2.2)
     ap.add_argument("--objective", default="attainment", help="goodput | attainment | tardiness")
+    ap.add_argument("--full-caps", action="store_true", help="sajax plans keep all slots")
     ap.add_argument("--hetero", action="store_true", help="every other replica half as fast")
     ap.add_argument("--profile", default="gpu-7b-a100")
     ap.add_argument("--budget", type=float, default=60.0, help="planner seconds per plan")

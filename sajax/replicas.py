@@ -68,6 +68,7 @@ class ReplicaPlanConfig:
     replica_plans: bool = True  # step 2: the single-engine planner on every replica
     replica_share: float = 0.5  # of the budget, for step 2
     plan_config: PlanConfig | None = None  # step 2's base config (its budget is replaced)
+    full_caps: bool = False  # step 2 keeps every replica at all its slots (makespan first)
     joint: bool = True  # step 3: joint annealing over (replica, order)
     window: int = 2048  # requests per joint window
     slack: float = 1.5  # positions per replica in a window, over its share
@@ -315,6 +316,8 @@ def plan_each(problem, models, orders, config: ReplicaPlanConfig, budget, key):
             continue
         share = None if budget is None else max(budget / len(busy), 1e-3)
         cfg = dataclasses.replace(base, time_budget_s=share)
+        if config.full_caps:  # a lower cap can raise attainment but slows the replica down
+            cfg = dataclasses.replace(cfg, caps=(int(models[j].slots),))
         sub = _pad_problem(problem, order, len(order))
         result = plan(sub, models[j], cfg, key=jax.random.fold_in(key, 100 + j))
         out_orders.append(order[np.asarray(result.order, np.int64)])
