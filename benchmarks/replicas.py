@@ -215,6 +215,8 @@ def scale(args) -> list[dict]:
             time_budget_s=args.scale_budget,
             window=args.scale_window,
             refresh=False,
+            replica_plans=not args.seeds_only,
+            joint=not args.seeds_only,
         )
         t0 = time.perf_counter()
         plan = plan_replicas(problem, [model] * r, cfg, jax.random.key(0))
@@ -223,6 +225,7 @@ def scale(args) -> list[dict]:
         row = {
             "n": n,
             "R": r,
+            "seeds_only": bool(args.seeds_only),
             "wall_s": wall,
             "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
             "objective": args.objective,
@@ -309,7 +312,9 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, nargs="+", default=[2, 4, 8])
     ap.add_argument("--tightness", type=float, default=2.2)
     ap.add_argument("--objective", default="attainment", help="goodput | attainment | tardiness")
-    ap.add_argument("--full-caps", action="store_true", help="sajax plans keep all slots")
+    ap.add_argument(
+        "--free-caps", dest="full_caps", action="store_false", help="sajax plans pick caps"
+    )
     ap.add_argument("--hetero", action="store_true", help="every other replica half as fast")
     ap.add_argument("--profile", default="gpu-7b-a100")
     ap.add_argument("--budget", type=float, default=60.0, help="planner seconds per plan")
@@ -321,6 +326,7 @@ def main() -> None:
     ap.add_argument("--scale-r", type=int, default=8)
     ap.add_argument("--scale-budget", type=float, default=600.0)
     ap.add_argument("--scale-window", type=int, default=4096)
+    ap.add_argument("--seeds-only", action="store_true", help="scale: seeds + polish, no search")
     ap.add_argument("--overhead-n", type=int, default=5000)
     ap.add_argument("--overhead-reps", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="append the JSON rows here")

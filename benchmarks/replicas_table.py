@@ -60,10 +60,10 @@ def scale(rec) -> list[str]:
         f"Command: `{rec['command']}`; {rec['date']}; {rec['machine']}",
         f"Load: before `{rec['uptime_before']}`, after `{rec['uptime_after']}`",
         "",
-        "| n | R | wall (s) | max RSS (GB) | attainment (fast model) | makespan (s) | "
+        "| n | R | stages | wall (s) | max RSS (GB) | attainment (fast model) | makespan (s) | "
         "seed energy: least_loaded/fcfs, round_robin/fcfs, best seed | stage energies | "
         "stage ends (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rec["scale"]:
         se = r["seed_energy"]
@@ -74,7 +74,8 @@ def scale(rec) -> list[str]:
         stages = ", ".join(f"{k} {v:.4f}" for k, v in r["stages"].items())
         ends = ", ".join(f"{k} {v:.0f}" for k, v in r["stage_end_s"].items())
         out.append(
-            f"| {r['n']} | {r['R']} | {r['wall_s']:.0f} | {r['max_rss_gb']:.2f} | "
+            f"| {r['n']} | {r['R']} | {'seeds + polish' if r.get('seeds_only') else 'all'} | "
+            f"{r['wall_s']:.0f} | {r['max_rss_gb']:.2f} | "
             f"{100 * r['attainment']:.2f} % | {r['makespan_s']:.0f} | {seeds} | {stages} | "
             f"{ends} |"
         )

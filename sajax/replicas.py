@@ -17,7 +17,8 @@ Steps:
 
    Every seed is scored exactly (the fast model per replica, ``predict``); the best wins.
 2. Per-replica plans (``replica_plans``): the single-engine planner (``sajax.planner.plan``)
-   orders each replica's requests and picks its cap, with an equal share of the budget.
+   orders each replica's requests (at all its slots unless ``full_caps=False``: then it picks
+   the cap too), with an equal share of the budget.
 3. Joint annealing (``joint``, ``sajax.replica_anneal``): the annealer's state is an order plus
    a replica per position; its moves move requests between replicas as well as within one;
    every replica is scored by the fast model with its own profile. Large jobs go by windows.
@@ -68,7 +69,10 @@ class ReplicaPlanConfig:
     replica_plans: bool = True  # step 2: the single-engine planner on every replica
     replica_share: float = 0.5  # of the budget, for step 2
     plan_config: PlanConfig | None = None  # step 2's base config (its budget is replaced)
-    full_caps: bool = False  # step 2 keeps every replica at all its slots (makespan first)
+    # step 2 keeps every replica at all its slots: a lower cap can suit one engine's SLOs, but
+    # over replicas it slowed them (10k requests, R = 2 / 4: better attainment AND makespan
+    # with all slots; benchmarks/results/replicas.md)
+    full_caps: bool = True
     joint: bool = True  # step 3: joint annealing over (replica, order)
     window: int = 2048  # requests per joint window
     slack: float = 1.5  # positions per replica in a window, over its share
