@@ -90,6 +90,7 @@ def quality(args) -> list[dict]:
                 objective=args.objective,
                 tail_lpt=False,
                 time_budget_s=args.budget,
+                replica_share=1.0,  # the whole budget for the per-replica plans
                 seeds=("fcfs",),
                 assignments=("round_robin",),
                 joint=False,

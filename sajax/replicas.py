@@ -67,7 +67,7 @@ class ReplicaPlanConfig:
     seeds: tuple[str, ...] = SEEDS  # priority orders (sajax.heuristics)
     assignments: tuple[str, ...] = ASSIGNMENTS  # assignment rules (module doc)
     replica_plans: bool = True  # step 2: the single-engine planner on every replica
-    replica_share: float = 0.5  # of the budget, for step 2
+    replica_share: float = 0.8  # of the budget left after the seeds, for step 2 (the rest: 3)
     plan_config: PlanConfig | None = None  # step 2's base config (its budget is replaced)
     # step 2 keeps every replica at all its slots: a lower cap can suit one engine's SLOs, but
     # over replicas it slowed them (10k requests, R = 2 / 4: better attainment AND makespan
