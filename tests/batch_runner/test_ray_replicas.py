@@ -154,7 +154,7 @@ def test_pool_driver_loses_and_doubles_nothing_over_random_kills(local_ray):
         got: list[tuple[str, int]] = []
         k, victim = rng.randint(1, n - 20), rng.randrange(3)
 
-        def on_result(m, j, k=k, victim=victim, pool=pool):
+        def on_result(m, j, k=k, victim=victim, pool=pool, got=got):
             got.append((m.id, j))
             if len(got) == k:
                 pool.kill(victim)

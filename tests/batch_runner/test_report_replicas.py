@@ -44,3 +44,25 @@ def test_report_sections_list_every_replica_and_draw_its_timeline():
 
 def test_no_replica_column_no_sections():
     assert replica_sections(_results().drop_columns(["replica"]), {}) == []
+
+
+def test_assemble_adds_the_replica_column_and_keeps_an_input_one():
+    from batch_runner.checkpoint import MEASUREMENT_SCHEMA
+    from batch_runner.results import assemble
+
+    requests = pa.table({"id": ["a", "b"], "prompt": ["x", "y"], "replica": ["mine", "too"]})
+    row = {"rank": 0, "run": 0, "attempts": 1, "submit_ms": 0.0, "first_token_ms": 1.0}
+    row |= {"finish_ms": 2.0, "output_text": "", "input_tokens": 1, "output_tokens": 2}
+    row |= {"finish_reason": "stop", "engine": "sim"}
+    m = pa.Table.from_pylist(
+        [row | {"id": "b", "replica": 1}, row | {"id": "a", "replica": 0}],
+        schema=MEASUREMENT_SCHEMA,
+    )
+    out = assemble(requests, m)
+    assert out.column("replica").to_pylist() == [0, 1]
+    assert out.column("input_replica").to_pylist() == ["mine", "too"]
+    single = assemble(
+        requests.drop_columns(["replica"]),
+        m.drop_columns(["replica"]).append_column("replica", pa.nulls(2, pa.int64())),
+    )
+    assert "replica" not in single.column_names  # one engine: no replica column
