@@ -87,13 +87,16 @@ def overhead(rec) -> list[str]:
         f"Command: `{rec['command']}`; {rec['date']}; {rec['machine']}",
         f"Load: before `{rec['uptime_before']}`, after `{rec['uptime_after']}`",
         "",
-        "| rep | requests | in-process (s) | one Ray actor (s) | overhead per request (ms) |",
-        "|---|---|---|---|---|",
+        "| rep | requests | in-process (s) | one Ray actor (s) | wall overhead per request (ms) | "
+        "CPU in-process (s) | CPU driver + actor (s) | CPU overhead per request (ms) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rec["overhead"]:
         out.append(
             f"| {r['rep']} | {r['n']} | {r['local_s']:.2f} | {r['ray_s']:.2f} | "
-            f"{r['overhead_ms_per_request']:.3f} |"
+            f"{r['overhead_ms_per_request']:.3f} | {r.get('local_cpu_s', float('nan')):.2f} | "
+            f"{r.get('ray_cpu_s', float('nan')):.2f} | "
+            f"{r.get('cpu_overhead_ms_per_request', float('nan')):.3f} |"
         )
     return out
 
