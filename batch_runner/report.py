@@ -71,6 +71,9 @@ def write_report(
             ("Closed loop: predicted and measured attainment", _img(plot_closed_loop(data, loop))),
             ("Re-plans", replans_html(loop)),
         ]
+    from batch_runner.report_replicas import replica_sections
+
+    sections += replica_sections(table, summary)  # [] unless the job ran on --replicas
     body = "\n".join(f"<h2>{html.escape(t)}</h2>\n{content}" for t, content in sections)
     title = f"sajax report: {results_path.name}"
     page = _PAGE.format(title=html.escape(title), source=html.escape(str(results_path)), body=body)

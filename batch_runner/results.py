@@ -111,6 +111,14 @@ def assemble(requests: pa.Table, measurements: pa.Table) -> pa.Table:
         out = out.rename_columns([renames.get(name, name) for name in out.column_names])
     for field in OUTPUT_COLUMNS:
         out = out.append_column(field, pc.cast(new[field.name], field.type))
+    if "replica" in m.column_names and m.column("replica").null_count < m.num_rows:
+        # a multi-replica job (--replicas): which replica served each row; an input column of
+        # that name is kept as input_replica
+        clash = renamed_clashes(out.column_names, ("replica",))
+        if clash:
+            log.warning("input column 'replica' is kept as %r (the output has its own)", clash)
+            out = out.rename_columns([clash.get(name, name) for name in out.column_names])
+        out = out.append_column("replica", pc.cast(m.column("replica"), pa.int64()))
     return out
 
 

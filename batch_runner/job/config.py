@@ -46,6 +46,9 @@ class JobConfig:
     replan: str = "auto"  # auto (the closed loop for --policy sajax) | off
     replan_every: int = 0  # also re-plan every this many finishes (0: only on drift)
     replan_budget: float = 2.0  # planner seconds of a re-plan
+    replicas: int = 0  # > 0: that many engine replicas as Ray actors (batch_runner.replica_job)
+    ray_address: str | None = None  # the Ray cluster; None: a local Ray for the job
+    replica_profiles: str | None = None  # comma-separated, one per replica; None: --profile
     # Not CLI options: how often finished rows are checkpointed, and retries per request.
     checkpoint_rows: int = 50
     checkpoint_seconds: float = 10.0

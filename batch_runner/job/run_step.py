@@ -116,7 +116,13 @@ def run_job(
     loop_info: dict[str, Any] = {}
     plan_time_s = 0.0
     stopped_by: int | None = None
-    if todo.num_rows:  # a resume with everything done only writes the output: no engine
+    if todo.num_rows and config.replicas:
+        from batch_runner.replica_job import run_replicated
+
+        step = run_replicated(config, table, todo_mask, ckpt, done)
+        engine_name, profile, plan_info = step["engine"], step["profile"], step["plan"]
+        plan_time_s, stopped_by = step["plan_time_s"], step["stopped_by"]
+    elif todo.num_rows:  # a resume with everything done only writes the output: no engine
         if engine is None:
             try:
                 engine = make_engine(config)
@@ -189,6 +195,10 @@ def run_job(
         "output": str(out),
         **loop_info,  # calibration, closed_loop
     }
+    if "replica" in results.column_names:  # a --replicas job: rows, attainment... per replica
+        from batch_runner.replica_job import replica_summary
+
+        extra["replicas"] = replica_summary(results, plan_info)
     summary = write_summary_and_report(results, out, config, extra)  # exit 4 if it fails
     _echo(config, final_line(summary, plan_info, out))
     return summary

@@ -177,6 +177,12 @@ def test_batch_hands_every_option_to_run_job(tmp_path, fake_job):
         "7",
         "--replan-budget",
         "0.5",
+        "--replicas",
+        "2",
+        "--ray-address",
+        "auto",
+        "--replica-profiles",
+        "gpu,cpu",
         "--quiet",
     ]
     result = CliRunner().invoke(cli.batch_main, args)
@@ -208,6 +214,9 @@ def test_batch_hands_every_option_to_run_job(tmp_path, fake_job):
         "replan": "off",
         "replan_every": 7,
         "replan_budget": 0.5,
+        "replicas": 2,
+        "ray_address": "auto",
+        "replica_profiles": "gpu,cpu",
     }
 
 

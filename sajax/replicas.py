@@ -1,0 +1,361 @@
+"""One plan across engine replicas: which replica serves each request, and the order on each.
+
+``plan_replicas(problem, models, config, key)`` takes one ``EngineModel`` per replica (replicas
+may differ in speed and slots) and returns, for every request, its replica, and for every
+replica its submission order and in-flight cap, with the fast model's predicted timings.
+
+Steps:
+
+1. Seeds. A priority order (``sajax.heuristics``: least slack, EDF, shortest-first, FCFS) is
+   dealt to the replicas by an assignment rule, and each replica serves its requests in that
+   priority order:
+
+   - ``least_loaded``: in priority order, each request goes to the replica that would finish
+     its queue first with it (``argmin_r load_r + work_ir``; ``work_ir`` = the request's share
+     of replica r's batched throughput, ``work_ms``);
+   - ``round_robin``: request k of the priority order to replica ``k mod R``.
+
+   Every seed is scored exactly (the fast model per replica, ``predict``); the best wins.
+2. Per-replica plans (``replica_plans``): the single-engine planner (``sajax.planner.plan``)
+   orders each replica's requests (at all its slots unless ``full_caps=False``: then it picks
+   the cap too), with an equal share of the budget.
+3. Joint annealing (``joint``, ``sajax.replica_anneal``): the annealer's state is an order plus
+   a replica per position; its moves move requests between replicas as well as within one;
+   every replica is scored by the fast model with its own profile. Large jobs go by windows.
+
+4. Makespan polish (``tail_lpt``; on unless the objective is ``goodput``): on each replica the
+   predicted misses move behind its hits, longest first, when that loses no hit and shortens
+   the replica's makespan (the last wave is then short requests, not a long one alone).
+
+Each of stages 2-3 replaces the plan before only if it scores better (exact, whole plan), so the
+plan is never worse than its best seed under the planner's own model.
+
+    models = [load_profile("gpu-7b-a100")] * 4
+    result = plan_replicas(problem, models, ReplicaPlanConfig(time_budget_s=20.0))
+    result.replica, result.orders, result.summary["replicas"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from sajax import heuristics
+from sajax.engine_model import EngineModel
+from sajax.metrics import attainment, goodput, problem_metrics
+from sajax.objectives.slo import get_objective, objective_params
+from sajax.planner import PlanConfig, plan
+from sajax.problem import Problem, bucket_size
+from sajax.replica_anneal import _pad_problem, joint_anneal
+from sajax.simulate import kv_can_bind, simulate
+
+ASSIGNMENTS = ("least_loaded", "round_robin")
+SEEDS = ("least_slack", "edf", "sjf", "fcfs")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaPlanConfig:
+    """What the multi-replica planner does and for how long (plain Python values)."""
+
+    objective: str = "goodput"  # goodput | attainment | tardiness (sajax.objectives.slo)
+    time_budget_s: float | None = None  # wall-clock seconds for the whole call
+    seeds: tuple[str, ...] = SEEDS  # priority orders (sajax.heuristics)
+    assignments: tuple[str, ...] = ASSIGNMENTS  # assignment rules (module doc)
+    replica_plans: bool = True  # step 2: the single-engine planner on every replica
+    replica_share: float = 0.8  # of the budget left after the seeds, for step 2 (the rest: 3)
+    plan_config: PlanConfig | None = None  # step 2's base config (its budget is replaced)
+    # step 2 keeps every replica at all its slots: a lower cap can suit one engine's SLOs, but
+    # over replicas it slowed them (10k requests, R = 2 / 4: better attainment AND makespan
+    # with all slots; benchmarks/results/replicas.md)
+    full_caps: bool = True
+    joint: bool = True  # step 3: joint annealing over (replica, order)
+    window: int = 2048  # requests per joint window
+    slack: float = 1.5  # positions per replica in a window, over its share
+    chains: int = 4  # joint chains per window
+    steps: int = 500  # joint steps per window (a budget may cut it)
+    refresh: bool = True  # re-score the whole plan between windows (False: huge jobs)
+    # last: each replica's misses after its hits, longest first (tail_longest_first); None: on
+    # unless the objective is goodput (it costs latency, so G, never hits)
+    tail_lpt: bool | None = None
+
+    def __post_init__(self):
+        get_objective(self.objective)
+        bad = [a for a in self.assignments if a not in ASSIGNMENTS]
+        if bad or not self.assignments:
+            raise ValueError(f"assignments must be some of {ASSIGNMENTS}, got {self.assignments}")
+        bad = [s for s in self.seeds if s not in heuristics.HEURISTICS]
+        if bad or not self.seeds:
+            raise ValueError(f"seeds must be some of {sorted(heuristics.HEURISTICS)}: {bad}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s must be > 0, got {self.time_budget_s}")
+        if not 0 <= self.replica_share <= 1 or self.window < 2 or self.slack < 1:
+            raise ValueError("need 0 <= replica_share <= 1, window >= 2 and slack >= 1")
+
+
+class ReplicaPlan(NamedTuple):
+    """Per-request arrays are indexed by the problem's row (padding: replica -1, NaN)."""
+
+    replica: np.ndarray  # (N,) int32, the replica serving each row
+    orders: list[np.ndarray]  # R arrays of int64 rows, each replica's submission order
+    inflight_caps: list[int]  # per replica
+    first_token_ms: np.ndarray  # (N,) float64, predicted, from t0
+    finish_ms: np.ndarray  # (N,) float64, predicted e2e
+    slo_met: np.ndarray  # (N,) bool, predicted
+    summary: dict[str, Any]  # JSON-ready: overall and per-replica predictions, seeds, stages
+
+
+def work_ms(problem: Problem, model: EngineModel) -> np.ndarray:
+    """(N,) a request's share (ms) of a full engine's time: its tokens' forward cost, its
+    decode steps' share of the per-iteration cost, and the context it attends while decoding."""
+    inp = np.asarray(problem.input_len, np.float64)
+    out = np.asarray(problem.output_len, np.float64)
+    a, b, c = (float(np.asarray(x)) for x in (model.a_ms, model.b_ms, model.c_ms))
+    slots = max(1, int(model.slots))
+    return b * (inp + out) + out * a / slots + c * out * (inp + out / 2)
+
+
+def assign(rule: str, priority: np.ndarray, work: np.ndarray) -> np.ndarray:
+    """(N,) replica per row of ``priority`` (rows in priority order) under ``rule``; ``work`` is
+    (N, R) per row and replica. Rows not in ``priority`` get -1."""
+    n, r = work.shape
+    replica = np.full(n, -1, np.int32)
+    if rule == "round_robin":
+        replica[priority] = np.arange(len(priority)) % r
+        return replica
+    if rule != "least_loaded":
+        raise ValueError(f"unknown assignment {rule!r}; choose one of {ASSIGNMENTS}")
+    load = np.zeros(r)
+    for i in priority:
+        j = int(np.argmin(load + work[i]))
+        replica[i] = j
+        load[j] += work[i, j]
+    return replica
+
+
+def split_orders(priority: np.ndarray, replica: np.ndarray, r: int) -> list[np.ndarray]:
+    """Each replica's rows, in the order they appear in ``priority``."""
+    rep = replica[priority]
+    return [np.asarray(priority[rep == j], np.int64) for j in range(r)]
+
+
+def with_slots(model: EngineModel, cap: int) -> EngineModel:
+    return model._replace(slots=np.asarray(cap, np.asarray(model.slots).dtype))
+
+
+def predict(
+    orders: Sequence[np.ndarray], problem: Problem, models: Sequence[EngineModel], caps=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) predicted first-token and finish times (ms, NaN for rows no replica serves): each
+    replica's order simulated by the fast model with its own profile (and cap)."""
+    n = len(np.asarray(problem.mask))
+    first = np.full(n, np.nan)
+    finish = np.full(n, np.nan)
+    for j, order in enumerate(orders):
+        if len(order) == 0:
+            continue
+        model = models[j] if caps is None else with_slots(models[j], caps[j])
+        sub = _pad_problem(problem, np.asarray(order, np.int64), bucket_size(len(order)))
+        kv = kv_can_bind(sub, model)
+        t = simulate(np.arange(len(sub.mask), dtype=np.int32), sub, model, kv=kv)
+        first[order] = np.asarray(t.first_token_ms, np.float64)[: len(order)]
+        finish[order] = np.asarray(t.finish_ms, np.float64)[: len(order)]
+    return first, finish
+
+
+def energy_of(first, finish, problem: Problem, objective: str, params) -> float:
+    """The objective over every served row (NumPy; the same function the annealer uses)."""
+    live = np.isfinite(finish)
+    p = Problem(*(np.asarray(x)[live] for x in problem))
+    return float(get_objective(objective)(first[live], finish[live], p, params, xp=np))
+
+
+def plan_replicas(
+    problem: Problem,
+    models: Sequence[EngineModel],
+    config: ReplicaPlanConfig | None = None,
+    key: jax.Array | None = None,
+) -> ReplicaPlan:
+    """The replica and order of every real row of ``problem`` on ``models`` (module doc)."""
+    config = config or ReplicaPlanConfig()
+    started = time.perf_counter()
+    key = jax.random.key(0) if key is None else key
+    models = list(models)
+    r = len(models)
+    if r < 1:
+        raise ValueError("need at least one replica model")
+    mask = np.asarray(problem.mask, bool)
+    rows = np.flatnonzero(mask)
+    if len(rows) == 0:
+        raise ValueError("the problem has no real rows (mask is all False)")
+    work = np.stack([work_ms(problem, m) for m in models], axis=1)
+    scale = float(max(work[rows].sum() / r, 1.0))
+    params = objective_params(scale_ms=scale)
+
+    def score(orders, caps):
+        first, finish = predict(orders, problem, models, caps)
+        return energy_of(first, finish, problem, config.objective, params), first, finish
+
+    caps = [int(m.slots) for m in models]
+    seed_energy: dict[str, float] = {}
+    best = None
+    for name in config.seeds:
+        order = np.asarray(heuristics.HEURISTICS[name](problem, models[0]), np.int64)
+        order = order[mask[order]]
+        for rule in config.assignments:
+            orders = split_orders(order, assign(rule, order, work), r)
+            e = score(orders, caps)[0]
+            seed_energy[f"{rule}/{name}"] = e
+            if best is None or e < best[0]:
+                best = (e, f"{rule}/{name}", orders)
+    energy, best_seed, orders = best
+    stages = {"seed": energy}
+    stage_s = {"seed": time.perf_counter() - started}
+
+    def left() -> float | None:
+        if config.time_budget_s is None:
+            return None
+        return max(0.0, config.time_budget_s - (time.perf_counter() - started))
+
+    if config.replica_plans:
+        budget = None if left() is None else config.replica_share * left()
+        new_orders, new_caps = plan_each(problem, models, orders, config, budget, key)
+        e = score(new_orders, new_caps)[0]
+        stages["replica_plans"] = e
+        stage_s["replica_plans"] = time.perf_counter() - started
+        if e < energy:
+            energy, orders, caps = e, new_orders, new_caps
+    joint_info: dict[str, Any] = {}
+    if config.joint and r > 1 and (left() is None or left() > 0):
+        capped = [with_slots(m, c) for m, c in zip(models, caps, strict=True)]
+        new_orders, joint_info = joint_anneal(
+            problem,
+            capped,
+            orders,
+            jax.random.fold_in(key, 1),
+            objective=config.objective,
+            window=config.window,
+            slack=config.slack,
+            chains=config.chains,
+            steps=config.steps,
+            time_budget_s=left(),
+            params=params,
+            whole_times=lambda o: predict(o, problem, capped),
+            refresh=config.refresh,
+        )
+        e = score(new_orders, caps)[0]
+        stages["joint"] = e
+        stage_s["joint"] = time.perf_counter() - started
+        if e < energy:
+            energy, orders = e, new_orders
+    _, first, finish = score(orders, caps)
+    tail_info: dict[str, Any] = {}
+    tail = config.tail_lpt
+    if tail is None:
+        tail = get_objective(config.objective) is not get_objective("goodput")
+    if tail:
+        orders, first, finish, tail_info = tail_longest_first(
+            orders, caps, first, finish, problem, models, work
+        )
+        energy = energy_of(first, finish, problem, config.objective, params)
+    summary = summarize(problem, orders, caps, first, finish, models)
+    summary |= {
+        "objective": config.objective,
+        "energy": energy,
+        "best_seed": best_seed,
+        "seed_energy": seed_energy,
+        "stage_energy": stages,
+        "stage_end_s": stage_s,
+        "joint": joint_info,
+        "tail_lpt": tail_info,
+        "plan_time_s": time.perf_counter() - started,
+    }
+    replica = np.full(len(mask), -1, np.int32)
+    for j, o in enumerate(orders):
+        replica[o] = j
+    met = np.asarray(problem_metrics(first, finish, _np(problem)).met) & np.isfinite(finish)
+    return ReplicaPlan(replica, orders, caps, first, finish, met, summary)
+
+
+def tail_longest_first(orders, caps, first, finish, problem, models, work):
+    """Makespan polish: on each replica, the predicted hits keep their order and the predicted
+    misses follow them, longest first (so that the last wave is short requests, not a long one
+    running alone). Kept per replica only if its predicted weighted hits do not drop and its
+    makespan shrinks. Misses finish later on average: it costs latency (and G), not hits."""
+    p = _np(problem)
+    met = np.asarray(problem_metrics(first, finish, p).met, bool)
+    w = np.asarray(p.weight, np.float64)
+    out = [np.asarray(o, np.int64) for o in orders]
+    kept, span_before, span_after = 0, float(np.nanmax(finish)), 0.0
+    first, finish = first.copy(), finish.copy()
+    for j, o in enumerate(orders):
+        if len(o) < 2:
+            continue
+        hits, misses = o[met[o]], o[~met[o]]
+        cand = np.concatenate([hits, misses[np.argsort(-work[misses, j], kind="stable")]])
+        f1, e1 = predict([cand], problem, [models[j]], [caps[j]])
+        met1 = np.asarray(problem_metrics(f1, e1, p).met, bool)
+        if np.sum(w[o] * met1[o]) >= np.sum(w[o] * met[o]) and np.nanmax(e1) < np.nanmax(finish[o]):
+            out[j] = cand
+            first[o], finish[o] = f1[o], e1[o]
+            kept += 1
+    span_after = float(np.nanmax(finish))
+    info = {"replicas_changed": kept, "makespan_before_ms": span_before}
+    return out, first, finish, info | {"makespan_after_ms": span_after}
+
+
+def plan_each(problem, models, orders, config: ReplicaPlanConfig, budget, key):
+    """Step 2: ``sajax.planner.plan`` on each replica's rows (an equal share of ``budget``)."""
+    base = config.plan_config or PlanConfig(objective=config.objective)
+    out_orders, out_caps = [], []
+    busy = [j for j, o in enumerate(orders) if len(o)]
+    for j, order in enumerate(orders):
+        if len(order) == 0:
+            out_orders.append(order)
+            out_caps.append(int(models[j].slots))
+            continue
+        share = None if budget is None else max(budget / len(busy), 1e-3)
+        cfg = dataclasses.replace(base, time_budget_s=share)
+        if config.full_caps:  # a lower cap can raise attainment but slows the replica down
+            cfg = dataclasses.replace(cfg, caps=(int(models[j].slots),))
+        sub = _pad_problem(problem, order, len(order))
+        result = plan(sub, models[j], cfg, key=jax.random.fold_in(key, 100 + j))
+        out_orders.append(order[np.asarray(result.order, np.int64)])
+        out_caps.append(int(result.inflight_cap))
+    return out_orders, out_caps
+
+
+def summarize(problem, orders, caps, first, finish, models) -> dict[str, Any]:
+    """Predicted attainment, G, makespan overall and per replica (load = summed work)."""
+    p = _np(problem)
+    m = problem_metrics(first, finish, p)
+    live = np.isfinite(finish)
+
+    def block(sel) -> dict[str, Any]:
+        sel = sel & live
+        if not sel.any():
+            return {"requests": 0, "attainment": float("nan"), "makespan_ms": 0.0}
+        return {
+            "requests": int(sel.sum()),
+            "attainment": float(attainment(m.met[sel], m.has_slo[sel], p.weight[sel])),
+            "goodput": float(goodput(m.met[sel], m.has_slo[sel], finish[sel], p.weight[sel])),
+            "mean_e2e_ms": float(np.mean(finish[sel])),
+            "makespan_ms": float(np.max(finish[sel])),
+        }
+
+    per = []
+    for j, o in enumerate(orders):
+        sel = np.zeros(len(live), bool)
+        sel[o] = True
+        entry = block(sel)
+        entry |= {"inflight_cap": int(caps[j]), "work_ms": float(work_ms(p, models[j])[o].sum())}
+        per.append(entry)
+    return {**block(np.ones(len(live), bool)), "replicas": per}
+
+
+def _np(problem: Problem) -> Problem:
+    return Problem(*(np.asarray(x) for x in problem))
