@@ -22,12 +22,14 @@ def closed_loop_options(f: Callable) -> Callable:
         ),
         click.option(
             "--replan",
-            type=click.Choice(["auto", "off"]),
+            type=click.Choice(["auto", "on", "off"]),
             default="auto",
             show_default=True,
             help="The closed loop (--policy sajax): refit the engine speed and output lengths "
             "while the job runs and re-plan the requests not yet admitted when measured "
-            "progress drifts from the prediction; off = run the first plan as is.",
+            "progress drifts from the prediction. auto = on, except on an engine that computes "
+            "on this machine's CPU (llamacpp), where re-planning takes the engine's cores; "
+            "on = always; off = run the first plan as is.",
         ),
         click.option(
             "--replan-every",

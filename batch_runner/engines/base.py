@@ -73,6 +73,10 @@ class EngineError(RuntimeError):
 
 @runtime_checkable
 class Engine(Protocol):
+    """An engine. Optional class attribute, read with getattr: ``computes_on_host`` (bool,
+    default False), True when the model computes on this machine's CPU cores, so that planner
+    work beside it (a closed-loop re-plan) slows it down."""
+
     name: str  # written to the output's `engine` column
 
     def start(self) -> None: ...

@@ -95,6 +95,7 @@ class LlamaCppEngine(IterationLoop):
     """Continuous batching over ``slots`` llama.cpp sequences (see the module docstring)."""
 
     name = "llamacpp"
+    computes_on_host = True  # the model runs on our CPU cores: --replan auto leaves it alone
 
     def __init__(
         self,

@@ -41,7 +41,7 @@ from batch_runner.online_fit import OnlineLengths
 from batch_runner.probe import Calibration, calibrate_for_job
 
 log = logging.getLogger(__name__)
-REPLAN_MODES = ("auto", "off")
+REPLAN_MODES = ("auto", "on", "off")
 
 
 def calibrate_step(engine: Engine, config: JobConfig, table: pa.Table) -> Calibration:
@@ -96,6 +96,11 @@ def make_loop(
     if mode not in REPLAN_MODES:
         raise ConfigError(f"--replan must be one of {', '.join(REPLAN_MODES)}, not {mode!r}")
     if mode == "off" or (config.policy or "").lower() != "sajax" or table.num_rows < 2:
+        return None
+    if mode == "auto" and getattr(engine, "computes_on_host", False):
+        # A re-plan is JAX work on the cores the engine computes on: measured on the 2-core
+        # CPU, llama.cpp's makespan grew 1.45x and attainment fell below FCFS's with the loop on
+        # (benchmarks/results/closed-loop.md). --replan on still turns it on there.
         return None
     n = table.num_rows
     lengths = _predicted_output_tokens(table, _length_predictor(config))
