@@ -30,12 +30,14 @@ passes taken; the new order and cache are built once per step, not per proposal.
 built at the start of each chunk and the cached energies are recomputed in full at its end.
 
 Proposals. With ``proposals=K`` a step scores K moves from one state and takes the first that
-passes (exact sequential Metropolis, vectorised: the step is K steps of a one-proposal chain). ``AnnealResult.proposed`` counts the
-sequential Metropolis steps the chains stood for (the taken proposal's index plus one, or K when
-none passed), ``evaluated`` every scored move. ``select="best"`` takes the lowest-energy
-proposal among those that pass instead: no longer sequential Metropolis (each step is a
-greedy choice among up to K Metropolis-accepted moves), but it reaches low energies sooner
-(weighted tardiness at n = 1000: BENCHMARKS.md, annealer); a step then counts as K.
+passes (exact sequential Metropolis, vectorised: the same chain as up to K one-proposal steps,
+since the rejected proposals before the taken one left the state unchanged).
+``AnnealResult.proposed`` counts the sequential Metropolis steps the chains stood for (the taken
+proposal's index plus one, or K when none passed), ``evaluated`` every scored move.
+``select="best"`` takes the lowest-energy proposal among those that pass instead: no longer
+sequential Metropolis (each step is a greedy choice among up to K Metropolis-accepted moves),
+but it reaches low energies sooner (weighted tardiness at n = 1000: BENCHMARKS.md, annealer); a
+step then counts as K.
 
 Stagnation (``sajax.stagnation``; on by default). A chain whose own best has not improved for
 ``restart_patience`` steps (default: about ``n_valid**2 / proposals``, the steps in which its K
@@ -196,8 +198,8 @@ def anneal_many(
 def _options(scope: dict) -> dict:
     names = (
         "chains steps init_perms n_valid schedule temperature_range moves ladder_ratio "
-        "exchange restarts restart_patience chunk_size proposals select warmup_chunks warmup_samples "
-        "time_budget_s target_energy callback"
+        "exchange restarts restart_patience chunk_size proposals select warmup_chunks "
+        "warmup_samples time_budget_s target_energy callback"
     ).split()
     return {k: scope[k] for k in names}
 
