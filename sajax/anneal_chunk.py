@@ -82,7 +82,6 @@ def run_chunk(
     stale,
     kicks_done,
     patience,
-    span,
     *,
     energy_fn,
     data_batched,
@@ -90,15 +89,15 @@ def run_chunk(
     select,
     kicks,
 ):
-    """Scan ``L`` steps of every chain: temps (B, C, L), active (L,) bool, n_valid, patience and
-    span (B,), stale and kicks_done (B, C). Returns a ``ChunkOut``."""
+    """Scan ``L`` steps of every chain: temps (B, C, L), active (L,) bool, n_valid and patience
+    (B,), stale and kicks_done (B, C). Returns a ``ChunkOut``."""
     b, c, length = temps.shape
     single = b == c == 1
     incremental = isinstance(energy_fn, IncrementalEnergy)
     seg = segment_length(length)
 
-    def kicked_state(s, ku, origin, nv, sp, d):
-        perm = kick(ku, origin, nv, sp)
+    def kicked_state(s, ku, origin, nv, d):
+        perm = kick(ku, origin, nv, probs)
         energy = jnp.asarray(energy_fn(perm, d), jnp.float32)
         better = energy < s.best_energy  # False for NaN
         s = AnnealState(
@@ -109,7 +108,7 @@ def run_chunk(
         )
         return s, (energy_fn.init_cache(perm, d) if incremental else None), better
 
-    def chain(s, u, t, st, kd, ku, nv, pat, sp, inst_best, d):
+    def chain(s, u, t, st, kd, ku, nv, pat, inst_best, d):
         def advance(carry, x):
             s, cache = carry
             u_l, t_l, a_l = x
@@ -141,7 +140,7 @@ def run_chunk(
                 origin = jnp.where((c > 1) & (kd % 2 == 1), inst_best, s.best_perm)
 
                 def fired(sc):
-                    return kicked_state(sc[0], ku_s, origin, nv, sp, d)
+                    return kicked_state(sc[0], ku_s, origin, nv, d)
 
                 s, cache, better = jax.lax.cond(
                     fire, fired, lambda sc: (*sc, jnp.bool_(False)), (s, cache)
@@ -169,8 +168,8 @@ def run_chunk(
     ku = jax.random.uniform(key_kicks, (b, c, length // seg, KICK_MOVES, 3))
     best_chain = jnp.argmin(state.best_energy, axis=1)  # (B,)
     inst_best = jnp.take_along_axis(state.best_perm, best_chain[:, None, None], axis=1)[:, 0]
-    mapped = _map_chains(chain, 6, 4, data_batched, single)
-    return mapped(state, u, temps, stale, kicks_done, ku, n_valid, patience, span, inst_best, data)
+    mapped = _map_chains(chain, 6, 3, data_batched, single)
+    return mapped(state, u, temps, stale, kicks_done, ku, n_valid, patience, inst_best, data)
 
 
 def _resync(state: AnnealState, inc: IncrementalEnergy, data: Any) -> AnnealState:

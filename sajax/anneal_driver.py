@@ -20,7 +20,7 @@ from sajax.incremental import IncrementalEnergy
 from sajax.kernel import SELECT
 from sajax.moves import MoveMix, move_mix
 from sajax.schedules import Schedule, auto_range, geometric, ladder
-from sajax.stagnation import default_patience, default_span
+from sajax.stagnation import default_patience
 
 
 class AnnealHistory(NamedTuple):
@@ -170,7 +170,6 @@ def run(
     patience_np = _patience(restarts, restart_patience, n_valid_np, proposals)
     n_valid_b = jnp.asarray(n_valid_np, jnp.int32)
     patience = jnp.asarray(patience_np, jnp.int32)
-    span = jnp.asarray(default_span(n_valid_np), jnp.int32)
     static = dict(energy_fn=energy_fn, data_batched=data_batched)
     chunk_static = dict(static, proposals=proposals, select=select, kicks=restarts)
 
@@ -199,7 +198,6 @@ def run(
                 zeros,
                 zeros,
                 no_kicks,  # the same program; the warm-up is a plain descent
-                span,
                 **chunk_static,
             ).state
         deltas = neighbour_deltas(
@@ -241,7 +239,6 @@ def run(
             stale,
             kicks,
             patience,
-            span,
             **chunk_static,
         )
         acc, seq, last = (np.asarray(x, np.int64) for x in (out.accepted, out.sequential,
