@@ -105,3 +105,21 @@ def test_bad_patience_and_restarts_are_refused():
         sajax.anneal(two_basins, jax.random.key(0), N, restart_patience=0, steps=10)
     with pytest.raises(ValueError, match="restarts"):
         sajax.anneal(two_basins, jax.random.key(0), N, restarts="yes", steps=10)
+
+
+def test_plan_summary_carries_the_search_stall_figures():
+    from sajax.engine_model import make_engine_model
+    from sajax.planner import PlanConfig, plan
+    from sajax.problem import make_problem
+
+    rng = np.random.default_rng(0)
+    inp, out = rng.integers(4, 120, 20), rng.integers(1, 40, 20)
+    alone = 5.0 * out + 0.5 * (inp + out)
+    problem = make_problem(inp, out, slo_e2e_ms=alone + rng.uniform(0.2, 1.0, 20) * alone.sum() / 8)
+    model = make_engine_model(slots=4, token_budget=64, a_ms=5.0, b_ms=0.5, c_ms=0.001)
+    # "classic": the planner's search by sajax.anneal_many (the batched search has no kicks)
+    config = PlanConfig(chains=4, steps=256, chunk_size=32, cap_finalists=1, search="classic")
+    s = plan(problem, model, config, jax.random.key(0)).summary
+    assert s.search_restarts >= 0 and -1 <= s.search_last_improvement < s.steps
+    assert 0.0 <= s.search_acceptance <= 1.0
+    assert {"search_restarts", "search_last_improvement", "search_acceptance"} <= set(s.as_dict())
