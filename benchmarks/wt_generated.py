@@ -11,9 +11,9 @@ steps with ``restarts=False``: the time and quality the fast recipe is compared 
 run). The batched recipe anneals all 25 instances in one ``anneal_many`` call; its time per
 instance is the call's time / 25.
 
-Reference: per instance, the lowest energy of every row and of the fast and batched recipes given
-``--reference-scale`` (default 20) times their steps. Gap = (E - ref) / max(ref, 1); "within
-0.1 %" counts gaps <= 0.001. Every best order is re-scored in float64 NumPy.
+Reference: per instance, the lowest energy of every row and of the ``--reference-recipes``
+(default: fast) given ``--reference-scale`` (default 20) times their steps. Gap = (E - ref) /
+max(ref, 1); "within 0.1 %" counts gaps <= 0.001. Every best order is re-scored in float64 NumPy.
 
     .venv/bin/python benchmarks/wt_generated.py                     # n = 100 and 200
     .venv/bin/python benchmarks/wt_generated.py --sizes 100 --reference-scale 5
@@ -117,19 +117,16 @@ def measure(n: int, args) -> tuple[dict, np.ndarray, list]:
         rows[name] = runner(instances, options, args.seed)
         print(f"# n={n} {name}: {np.sum(rows[name]['time']):.1f} s", flush=True)
     cache = Path(args.reference_cache) if args.reference_cache else None
-    key = f"n{n}_seed{args.seed}_x{args.reference_scale}"
+    key = f"n{n}_seed{args.seed}_x{args.reference_scale}_{'_'.join(args.reference_recipes)}"
     stored = json.loads(cache.read_text()) if cache and cache.exists() else {}
     if key in stored:
         long_runs = stored[key]
     else:
-        long_runs = {
-            "fast x": run_single(instances, scaled(RECIPES["fast"], args.reference_scale), 7)[
-                "energy"
-            ],
-            "batched x": run_batched(
-                instances, scaled(RECIPES["batched"], args.reference_scale), 7
-            )["energy"],
-        }
+        long_runs = {}
+        for name in args.reference_recipes:
+            runner = run_batched if name == "batched" else run_single
+            options = scaled(RECIPES[name], args.reference_scale)
+            long_runs[f"{name} x"] = runner(instances, options, 7)["energy"]
         if cache:
             stored[key] = long_runs
             cache.write_text(json.dumps(stored, indent=1))
@@ -137,10 +134,10 @@ def measure(n: int, args) -> tuple[dict, np.ndarray, list]:
     return rows, reference, instances
 
 
-def table(n: int, rows: dict, reference: np.ndarray, instances: list) -> str:
+def table(n: int, rows: dict, reference: np.ndarray, instances: list, args) -> str:
     lines = [
-        f"n = {n}: 25 instances, reference = best of every row and of fast / batched with the "
-        "reference scale's steps",
+        f"n = {n}: 25 instances, reference = best of every row and of {args.reference_recipes} "
+        f"with {args.reference_scale}x their steps",
         "",
         "| recipe | options | within 0.1 % | mean gap | worst gap (TF, RDD) | time per instance "
         "(mean, max) | kicks per call (mean) | acceptance (mean) |",
@@ -166,6 +163,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 200])
     parser.add_argument("--seed", type=int, default=0, help="the instance generator's seed")
     parser.add_argument("--reference-scale", type=int, default=20)
+    parser.add_argument(
+        "--reference-recipes",
+        nargs="+",
+        default=["fast"],
+        choices=sorted(RECIPES),
+        help="the recipes run with --reference-scale times their steps for the reference",
+    )
     parser.add_argument("--reference-cache", help="JSON file to keep the long runs' energies in")
     args = parser.parse_args()
     print(f"# {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__}")
@@ -173,7 +177,7 @@ def main() -> None:
     jnp.zeros(1).block_until_ready()
     for n in args.sizes:
         rows, reference, instances = measure(n, args)
-        print(table(n, rows, reference, instances), flush=True)
+        print(table(n, rows, reference, instances, args), flush=True)
         print(f"# load {os.getloadavg()}\n", flush=True)
 
 
