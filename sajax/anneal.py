@@ -40,14 +40,16 @@ but it reaches low energies sooner (weighted tardiness at n = 1000: BENCHMARKS.m
 step then counts as K.
 
 Stagnation (``sajax.stagnation``; on by default). A chain whose own best has not improved for
-``restart_patience`` steps (default: about ``n_valid**2 / proposals``, the steps in which its K
-proposals a step have sampled as many moves as the neighbourhood holds) is kicked: its current
-order becomes a few random block exchanges of a best order (its own; with several chains, every
-other kick its instance's best), and the search descends from there (iterated local search). Its
-best is kept. A kick is a jump outside the Metropolis rule, so with kicks the chain is
-Metropolis between kicks only; ``restarts=False`` turns them off (a pure Metropolis chain, the
-behaviour before kicks existed). ``restarts``, ``last_improvement`` and ``history.acceptance``
-/ ``history.restarts`` in the result show a stall and its escapes.
+``restart_patience`` steps (default ``3 n_valid**2 / proposals``: three times the steps in which
+its K proposals a step have sampled as many moves as the neighbourhood holds) is kicked: its
+current order becomes a best order (its own; with several chains, every other kick its
+instance's best) perturbed by 8 random moves of the mix, and the search descends from there
+(iterated local search). Its best is kept. The check runs every few steps inside the chunk
+(``sajax.anneal_chunk``). A kick is a jump outside the Metropolis rule: with kicks, a
+``select="first"`` chain is exact sequential Metropolis between kicks only; ``restarts=False``
+turns them off (pure Metropolis chains, the behaviour and results before kicks existed).
+``restarts``, ``last_improvement`` and ``history.acceptance`` / ``history.restarts`` in the
+result show a stall and its escapes.
 
 Recompilation. Shapes are the compile key: ``n``, ``chains``, ``chunk_size``, ``proposals``,
 ``select``, ``restarts``, the instance count and the data's shapes. Temperatures, move mix,
@@ -131,7 +133,7 @@ def anneal(
       restarts: kick a chain whose best has not improved for ``restart_patience`` steps
         (module doc, ``sajax.stagnation``); False: never (pure Metropolis chains). Static.
       restart_patience: steps without a new best of the chain's own before a kick; None
-        (default): ``sajax.stagnation.default_patience`` (about ``n_valid**2 / proposals``).
+        (default): ``sajax.stagnation.default_patience`` (``3 n_valid**2 / proposals``).
       chunk_size: steps per jitted chunk (a compile-time shape).
       proposals: K, proposals evaluated at once per step; the first that passes is taken
         (exact sequential Metropolis, vectorised; see ``kernel.step_from_uniforms``). A

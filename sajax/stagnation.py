@@ -66,6 +66,6 @@ def stale_after(stale: jax.Array, improved: jax.Array, active: jax.Array) -> jax
     return jnp.where(last >= 0, after_last, stale + jnp.sum(active)).astype(jnp.int32)
 
 
-def segment_length(chunk_size: int, most: int = 16) -> int:
+def segment_length(chunk_size: int, most: int = 64) -> int:
     """The largest divisor of ``chunk_size`` up to ``most``: steps between stagnation checks."""
     return max(d for d in range(1, min(most, chunk_size) + 1) if chunk_size % d == 0)
