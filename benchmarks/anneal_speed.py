@@ -33,6 +33,12 @@ Measures:
 
     .venv/bin/python benchmarks/anneal_speed.py                # n = 40 and n = 1000
     .venv/bin/python benchmarks/anneal_speed.py --sizes 1000 --seeds 5
+    .venv/bin/python benchmarks/anneal_speed.py --sizes 1000 --only sajax-delta-best \
+        --reference-energy 8404439          # a few solvers, no baselines: one line each
+
+With ``--only`` the baselines are not run; each solver's time to +0.5 % is against
+``--reference-energy`` (default: the best of its own runs). Running the script with another
+checkout's ``PYTHONPATH`` (e.g. main's) times that checkout's ``sajax`` the same way.
 """
 
 from __future__ import annotations
@@ -307,16 +313,53 @@ def report(n: int, rows: list[dict], best: float, seeds: int) -> str:
     return "\n".join(lines)
 
 
+def only(n: int, names: list[str], args) -> str:
+    """Moves/s and median time to +0.5 % of ``args.reference_energy`` for the named solvers."""
+    p, w, d = (np.asarray(x) for x in random_instance(n, args.seed))
+    lines = [
+        "| solver | moves/s | t to +0.5 % (median) | per seed | best |",
+        "|---|---|---|---|---|",
+    ]
+    for solver in (s for s in CONFIG[n] if s.name in names):
+        compile_once(solver, p, w, d)
+        r = rate(solver, p, w, d, args.rate_seconds)
+        runs = [
+            ladder_runs(solver, p, w, d, 1000 + s, args.reference_energy) for s in range(args.seeds)
+        ]
+        best = min(x["best"] for per_seed in runs for x in per_seed)
+        ref = args.reference_energy or best
+        per_seed = []
+        for seed_runs in runs:
+            hits = [
+                first_time_at(x["times"], x["energies"], (1 + TARGETS[0]) * ref) for x in seed_runs
+            ]
+            hits = [h for h in hits if h is not None]
+            per_seed.append(min(hits) if hits else None)
+        t = median_time(per_seed)
+        shown = ", ".join("-" if x is None else f"{x:.3f}" for x in per_seed)
+        lines.append(
+            f"| {solver.name} | {r['rate']:,.0f} | {'never' if t is None else f'{t:.3f} s'} | "
+            f"{shown} | {best:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[40, 1000], choices=sorted(CONFIG))
     parser.add_argument("--seed", type=int, default=0, help="the instance")
     parser.add_argument("--seeds", type=int, default=3, help="solver seeds per ladder")
     parser.add_argument("--rate-seconds", type=float, default=2.0)
+    parser.add_argument("--only", nargs="+", help="these solvers only (no baselines)")
+    parser.add_argument("--reference-energy", type=float, help="with --only: the +0.5 % base")
     args = parser.parse_args()
     print(f"# {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, args {vars(args)}, load {os.getloadavg()}")
+    print(f"# sajax from {Path(sajax.__file__).parent}")
     for n in args.sizes:
+        if args.only:
+            print(f"n = {n}\n\n{only(n, args.only, args)}\n", flush=True)
+            continue
         rows, best = measure(n, args.seed, args.seeds, args.rate_seconds)
         print(report(n, rows, best, args.seeds), flush=True)
         print()

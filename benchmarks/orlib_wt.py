@@ -9,6 +9,8 @@ in one vmapped program). Instances are read from the shared folder, never copied
 
 ``--incremental`` anneals the incremental weighted tardiness (``sajax.incremental``: exact move
 deltas from a cache, ``--proposals`` per step); the default is the full recompute per move.
+``--no-restarts`` turns the stagnation kicks off (``sajax.anneal(restarts=False)``, the
+annealer before kicks existed).
 """
 
 from __future__ import annotations
@@ -82,7 +84,10 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=500)
     parser.add_argument("--proposals", type=int, default=1)
     parser.add_argument("--select", choices=("first", "best"), default="first")
-    parser.add_argument("--restart-patience", type=int, default=0, help="0: no restarts")
+    parser.add_argument(
+        "--restart-patience", type=int, default=None, help="steps before a kick (default: auto)"
+    )
+    parser.add_argument("--no-restarts", action="store_true", help="no stagnation kicks")
     parser.add_argument("--t-start", type=float, default=0.1)
     parser.add_argument("--t-end", type=float, default=0.003)
     parser.add_argument("--incremental", action="store_true", help="exact move deltas")
@@ -102,7 +107,8 @@ def main() -> None:
             chunk_size=args.chunk_size,
             proposals=args.proposals,
             select=args.select,
-            restart_patience=args.restart_patience or None,
+            restarts=not args.no_restarts,
+            restart_patience=args.restart_patience,
             temperature_range=(args.t_start, args.t_end),
         )
         share = stats["cpu_s"] / stats["wall_s"]

@@ -100,6 +100,7 @@ def window_problem(
 def plan_windows(cp: Problem, n_real: int, model: EngineModel, config, key, started):
     """Order and cap for a job of ``n_real`` requests by windows (module doc)."""
     from sajax import planner as P
+    from sajax.planner.search import search_stats
 
     key_scen, key_run = jax.random.split(key)
     caps = P.candidate_caps(int(np.asarray(model.slots)), config.caps)
@@ -132,7 +133,7 @@ def plan_windows(cp: Problem, n_real: int, model: EngineModel, config, key, star
     )
     deadline = None if config.time_budget_s is None else started + config.time_budget_s
     n_windows = len(window_bounds(n_real, size, size // 2)) if size < n_real else 1
-    passes, steps_done, stop = 0, 0, "steps"
+    passes, steps_done, stop, stats = 0, 0, "steps", []
     while passes < config.max_passes:
         shift = (size // 2) * (passes % 2)
         bounds = window_bounds(n_real, size, shift)
@@ -175,6 +176,8 @@ def plan_windows(cp: Problem, n_real: int, model: EngineModel, config, key, star
             time.perf_counter(),
             n_valid_batch=n_valid,
         )
+        if res is not None:
+            stats.append((steps_done, search_stats(res), int(np.sum(res.proposed))))
         steps_done += steps
         if res is None:  # the budget ended before this pass could start
             stop = why
@@ -205,8 +208,29 @@ def plan_windows(cp: Problem, n_real: int, model: EngineModel, config, key, star
         data=data,
         passes=passes,
         energy_fn=exact,
+        stats=_pooled_stats(stats),
     )
     return order.astype(np.int32), int(cap), info
+
+
+def _pooled_stats(stats: list) -> dict:
+    """The passes' search figures as one search's: kicks summed, the last improvement in steps
+    of all passes, acceptance pooled over their sequential steps."""
+    from sajax.planner.search import search_stats
+
+    if not stats:
+        return search_stats(None)
+    proposed = sum(p for _, _, p in stats)
+    last = [
+        off + s["search_last_improvement"]
+        for off, s, _ in stats
+        if s["search_last_improvement"] >= 0
+    ]
+    return dict(
+        search_restarts=sum(s["search_restarts"] for _, s, _ in stats),
+        search_last_improvement=max(last, default=-1),
+        search_acceptance=sum(s["search_acceptance"] * p for _, s, p in stats) / max(proposed, 1),
+    )
 
 
 def _window_objective(name: str) -> str:

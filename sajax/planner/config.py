@@ -121,6 +121,10 @@ class PlanSummary(NamedTuple):
     search_s: float = 0.0  # annealing, after the compile
     orders_scored: int = 0  # orders the annealing scored exactly (chains x steps x proposals)
     anneal_gain: float = 0.0  # relative energy gain of the annealing over the best seed
+    # search="classic" and windowed plans (sajax.anneal_many); the batched search leaves these
+    search_restarts: int = 0  # stagnation kicks over all chains (sajax.anneal's restarts)
+    search_last_improvement: int = -1  # last step at which a chain's best improved (-1: never)
+    search_acceptance: float = float("nan")  # accepted / sequential steps over the search
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._asdict().items()}

@@ -28,7 +28,7 @@ from sajax.planner.prepare import (
     with_models,
 )
 from sajax.planner.refine import descend, polish
-from sajax.planner.search import run_search, search_energy, sim_settings
+from sajax.planner.search import run_search, search_energy, search_stats, sim_settings
 from sajax.planner.seeds import build_seeds, chain_starts
 from sajax.problem import Problem
 
@@ -115,6 +115,7 @@ def _plan_small(cp, n_real, model, config, key, started):
         # no time or no steps: the best seed is the plan
         cand = init[:, :1] if result is None else np.asarray(result.chain_best_perm)  # (F, C, N)
         stats["orders_scored"] = int(steps) * per_cap * len(fin_caps)  # one proposal a step
+        stats.update(search_stats(result))
     # Exact re-score of every chain's best at its own cap; keep the best seed if it wins.
     e_cand = np.stack(
         [score_orders(exact, cand[f], exact_data, [cap])[0] for f, cap in enumerate(fin_caps)]

@@ -4,6 +4,7 @@ settings (``sim_settings``: slot buffer, KV check), the energy the chains use
 within the time budget (``run_search``).
 
     result, steps, stop = run_search(energy, key, n, data, init, n_valid, config, started)
+    search_stats(result)   # kicks, last improvement, acceptance: the PlanSummary fields
 """
 
 from __future__ import annotations
@@ -76,6 +77,21 @@ def run_search(
         return None, 0, "no_search"
     res = anneal_many(energy, key, n, data, steps=steps, time_budget_s=budget, **kwargs)
     return res, int(res.steps), "time_budget" if res.stop_reason == "time_budget" else "steps"
+
+
+def search_stats(result) -> dict:
+    """The search's stall figures for ``PlanSummary``: kicks over all chains
+    (``search_restarts``), the last step at which any chain's best improved
+    (``search_last_improvement``, -1: never) and accepted / sequential steps over the run
+    (``search_acceptance``, NaN without a search)."""
+    if result is None:
+        return dict(search_restarts=0, search_last_improvement=-1, search_acceptance=float("nan"))
+    proposed = max(int(np.sum(result.proposed)), 1)
+    return dict(
+        search_restarts=int(np.sum(result.restarts)),
+        search_last_improvement=int(np.max(result.last_improvement)),
+        search_acceptance=float(np.sum(result.accepted)) / proposed,
+    )
 
 
 def search_energy(exact: PlanEnergy, cp: Problem, model: EngineModel, order) -> PlanEnergy:

@@ -123,7 +123,7 @@ def test_time_budget_stops_before_a_chunk_that_would_end_past_it(monkeypatch):
     import sys
 
     clock = _TickClock()
-    monkeypatch.setattr(sys.modules["sajax.anneal"], "time", clock)
+    monkeypatch.setattr(sys.modules["sajax.anneal_driver"], "time", clock)
     # clock: start 0, then 1 before chunk 1; chunks end at 2, 3, 4, ... Chunk 1's time is not
     # used (compilation); after chunk 2, elapsed 3 + a 1-tick chunk reaches a budget of 3.5:
     # stop there, where the old rule (elapsed >= budget) ran a third chunk.
