@@ -71,6 +71,25 @@ class Measurement:
     attempts: int  # 1 + retries used
 
 
+def failed_measurement(
+    request_id: str, rank: int, submit_ms: float, t_ms: float, attempts: int, error: str
+) -> Measurement:
+    """The Measurement of a request that failed ``attempts`` times (the last at ``t_ms``)."""
+    return Measurement(
+        id=request_id,
+        rank=rank,
+        submit_ms=submit_ms,
+        first_token_ms=None,
+        finish_ms=t_ms,
+        output_text="",
+        input_tokens=None,
+        output_tokens=None,
+        finish_reason=None,
+        error=f"failed after {attempts} attempt(s): {error}",
+        attempts=attempts,
+    )
+
+
 @dataclass(frozen=True)
 class ExecutionResult:
     measurements: list[Measurement]  # in completion order
@@ -160,21 +179,8 @@ def execute(
             )
             pending.appendleft(att)  # the front of what is left: it keeps its priority
             return
-        complete(
-            Measurement(
-                id=att.request.id,
-                rank=att.rank,
-                submit_ms=att.first_submit_ms if att.first_submit_ms is not None else t_ms,
-                first_token_ms=None,
-                finish_ms=t_ms,
-                output_text="",
-                input_tokens=None,
-                output_tokens=None,
-                finish_reason=None,
-                error=f"failed after {att.attempts} attempt(s): {error}",
-                attempts=att.attempts,
-            )
-        )
+        submit_ms = att.first_submit_ms if att.first_submit_ms is not None else t_ms
+        complete(failed_measurement(att.request.id, att.rank, submit_ms, t_ms, att.attempts, error))
 
     stopped = False
     last_event = time.monotonic()  # the last submit or engine event (stall detection)

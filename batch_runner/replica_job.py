@@ -233,7 +233,7 @@ def _execute(
     import pyarrow.compute as pc
 
     from batch_runner.job.config import EngineDied
-    from batch_runner.job.run_step import _checkpoint_row
+    from batch_runner.job.run_step import _checkpoint_row, count_finished
     from batch_runner.job.stops import _stop_on_signals, resume_command
 
     row_info = {
@@ -255,13 +255,7 @@ def _execute(
         def on_result(m, j: int) -> None:
             row = _checkpoint_row(m, ckpt.run, predicted[m.id], engine_name)
             ckpt.add(row | {"replica": j})
-            info = row_info[m.id]
-            met = (
-                False
-                if m.error is not None
-                else results_mod.row_slo_met(info, m.first_token_ms, m.finish_ms, m.output_tokens)
-            )
-            bar.update(met=met, weight=float(info.get("weight") or 1.0), error=m.error is not None)
+            count_finished(bar, row_info[m.id], m)
 
         with _stop_on_signals() as sig:
 

@@ -31,7 +31,7 @@ from collections import deque
 from typing import Any
 
 from batch_runner.engines.base import EngineError, EngineRequest, Failed, Finished, FirstToken
-from batch_runner.executor import Measurement
+from batch_runner.executor import Measurement, failed_measurement
 
 log = logging.getLogger(__name__)
 
@@ -260,18 +260,7 @@ class ReplicaWorker:
         if att.attempts <= self.max_retries:
             self._pending.appendleft(att)  # the front of what is left: it keeps its priority
             return
+        submit_ms = att.submit_ms if att.submit_ms is not None else t_ms
         self._out.append(
-            Measurement(
-                id=att.request.id,
-                rank=att.rank,
-                submit_ms=att.submit_ms if att.submit_ms is not None else t_ms,
-                first_token_ms=None,
-                finish_ms=t_ms,
-                output_text="",
-                input_tokens=None,
-                output_tokens=None,
-                finish_reason=None,
-                error=f"failed after {att.attempts} attempt(s): {error}",
-                attempts=att.attempts,
-            )
+            failed_measurement(att.request.id, att.rank, submit_ms, t_ms, att.attempts, error)
         )

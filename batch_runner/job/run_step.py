@@ -234,13 +234,7 @@ def _execute(
 
         def on_result(m: Measurement) -> None:
             ckpt.add(_checkpoint_row(m, ckpt.run, predicted[m.id], engine.name))
-            info = row_info[m.id]
-            met = (
-                False
-                if m.error is not None
-                else results_mod.row_slo_met(info, m.first_token_ms, m.finish_ms, m.output_tokens)
-            )
-            bar.update(met=met, weight=float(info.get("weight") or 1.0), error=m.error is not None)
+            count_finished(bar, row_info[m.id], m)
 
         with _stop_on_signals() as sig:
 
@@ -272,6 +266,16 @@ def _execute(
     if result.stopped:
         return sig.get("signum", signal.SIGINT)
     return None
+
+
+def count_finished(bar: JobProgress, info: dict, m: Measurement) -> None:
+    """Count finished row ``m`` (its request row ``info``) on the progress ``bar``."""
+    met = (  # None: the row has no SLO
+        False
+        if m.error is not None
+        else results_mod.row_slo_met(info, m.first_token_ms, m.finish_ms, m.output_tokens)
+    )
+    bar.update(met=met, weight=float(info.get("weight") or 1.0), error=m.error is not None)
 
 
 def _checkpoint_row(m: Measurement, run: int, predicted_e2e_ms: float, engine: str) -> dict:
