@@ -71,6 +71,30 @@ class Measurement:
     attempts: int  # 1 + retries used
 
 
+def finished_measurement(
+    event: Finished,
+    rank: int,
+    submit_ms: float,
+    first_token_ms: float,
+    finish_ms: float,
+    attempts: int,
+) -> Measurement:
+    """The Measurement of a request that finished with ``event``."""
+    return Measurement(
+        id=event.id,
+        rank=rank,
+        submit_ms=submit_ms,
+        first_token_ms=first_token_ms,
+        finish_ms=finish_ms,
+        output_text=event.text,
+        input_tokens=event.input_tokens,
+        output_tokens=event.output_tokens,
+        finish_reason=event.finish_reason,
+        error=None,
+        attempts=attempts,
+    )
+
+
 def failed_measurement(
     request_id: str, rank: int, submit_ms: float, t_ms: float, attempts: int, error: str
 ) -> Measurement:
@@ -236,18 +260,8 @@ def execute(
                 finish_ms = ms(event.t)
                 first_ms = att.first_token_ms if att.first_token_ms is not None else finish_ms
                 complete(
-                    Measurement(
-                        id=event.id,
-                        rank=att.rank,
-                        submit_ms=att.first_submit_ms,
-                        first_token_ms=first_ms,
-                        finish_ms=finish_ms,
-                        output_text=event.text,
-                        input_tokens=event.input_tokens,
-                        output_tokens=event.output_tokens,
-                        finish_reason=event.finish_reason,
-                        error=None,
-                        attempts=att.attempts,
+                    finished_measurement(
+                        event, att.rank, att.first_submit_ms, first_ms, finish_ms, att.attempts
                     )
                 )
             elif isinstance(event, Failed):

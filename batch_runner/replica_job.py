@@ -232,9 +232,8 @@ def _execute(
 ):
     import pyarrow.compute as pc
 
-    from batch_runner.job.config import EngineDied
     from batch_runner.job.run_step import _checkpoint_row, count_finished
-    from batch_runner.job.stops import _stop_on_signals, resume_command
+    from batch_runner.job.stops import _stop_on_signals, engine_died
 
     row_info = {
         str(row["id"]): row
@@ -278,13 +277,8 @@ def _execute(
                 )
             except EngineError as exc:
                 bar.close()
-                ckpt.flush()
-                saved = ckpt.load().num_rows
                 total = done.num_rows + todo.num_rows
-                raise EngineDied(
-                    f"the {engine_name} replicas died: {exc}. {saved} of {total} rows are done "
-                    f"and saved in {ckpt.directory}.\nResume with:\n  {resume_command(config)}"
-                ) from exc
+                raise engine_died(f"the {engine_name} replicas", exc, config, ckpt, total) from exc
     stopped = sig.get("signum", signal.SIGINT) if run.stopped else None
     return run, stopped
 

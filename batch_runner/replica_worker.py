@@ -31,7 +31,7 @@ from collections import deque
 from typing import Any
 
 from batch_runner.engines.base import EngineError, EngineRequest, Failed, Finished, FirstToken
-from batch_runner.executor import Measurement, failed_measurement
+from batch_runner.executor import Measurement, failed_measurement, finished_measurement
 
 log = logging.getLogger(__name__)
 
@@ -237,18 +237,13 @@ class ReplicaWorker:
             del self._inflight[event.id]
             finish = self._ms(event.t)
             self._out.append(
-                Measurement(
-                    id=event.id,
-                    rank=att.rank,
-                    submit_ms=att.submit_ms,
-                    first_token_ms=att.first_ms if att.first_ms is not None else finish,
-                    finish_ms=finish,
-                    output_text=event.text,
-                    input_tokens=event.input_tokens,
-                    output_tokens=event.output_tokens,
-                    finish_reason=event.finish_reason,
-                    error=None,
-                    attempts=att.attempts,
+                finished_measurement(
+                    event,
+                    att.rank,
+                    att.submit_ms,
+                    att.first_ms if att.first_ms is not None else finish,
+                    finish,
+                    att.attempts,
                 )
             )
         elif isinstance(event, Failed):

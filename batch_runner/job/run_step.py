@@ -36,7 +36,7 @@ from batch_runner.job.engines import _engine_requests, make_engine
 from batch_runner.job.loop_step import calibrate_step, make_loop
 from batch_runner.job.outputs import final_line, write_summary_and_report
 from batch_runner.job.plan_step import make_plan
-from batch_runner.job.stops import _stop_on_signals, resume_command
+from batch_runner.job.stops import _stop_on_signals, engine_died, resume_command
 from batch_runner.parquet_io import rejects_path, write_parquet_atomic
 from batch_runner.progress import JobProgress
 from batch_runner.requests import RequestFile
@@ -256,13 +256,8 @@ def _execute(
                 )
             except EngineError as exc:
                 bar.close()
-                ckpt.flush()
-                saved = ckpt.load().num_rows
                 total = done.num_rows + todo.num_rows
-                raise EngineDied(
-                    f"the {engine.name} engine died: {exc}. {saved} of {total} rows are done "
-                    f"and saved in {ckpt.directory}.\nResume with:\n  {resume_command(config)}"
-                ) from exc
+                raise engine_died(f"the {engine.name} engine", exc, config, ckpt, total) from exc
     if result.stopped:
         return sig.get("signum", signal.SIGINT)
     return None

@@ -20,6 +20,19 @@ from pathlib import Path
 from batch_runner.job.config import JobConfig
 
 
+def engine_died(what: str, exc: Exception, config, ckpt, total: int):
+    """The EngineDied of a job whose ``what`` ("the sim engine", "the sim replicas") died:
+    finished rows flushed, how many are saved, and the resume command."""
+    from batch_runner.job.config import EngineDied
+
+    ckpt.flush()
+    saved = ckpt.load().num_rows
+    return EngineDied(
+        f"{what} died: {exc}. {saved} of {total} rows are done "
+        f"and saved in {ckpt.directory}.\nResume with:\n  {resume_command(config)}"
+    )
+
+
 def resume_command(config: JobConfig) -> str:
     """The command that continues this job: the user's own command line plus ``--resume``."""
     argv = list(sys.argv)
