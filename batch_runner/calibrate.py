@@ -162,10 +162,12 @@ def calibrate_command(
         extra["history"] = [str(p) for p in history]
 
     if fit is not None:
-        model_values = {**base, "a_ms": fit.a_ms, "b_ms": fit.b_ms, "c_ms": fit.c_ms}
+        costs = {"a_ms": fit.a_ms, "b_ms": fit.b_ms, "c_ms": fit.c_ms, "d_ms": fit.d_ms}
+        model_values = {**base, **costs}
         say(
             f"engine model: a = {fit.a_ms:.3f} ms, b = {fit.b_ms:.4f} ms/token, c = "
-            f"{fit.c_ms:.6f} ms/context token; fit over {fit.rows} observations: RMSE "
+            f"{fit.c_ms:.6f} ms/context token, d = {fit.d_ms:.3f} ms/sampled row; fit over "
+            f"{fit.rows} observations: RMSE "
             f"{fit.rmse_ms:.2f} ms, mean |rel. error| {100 * fit.mean_abs_rel_error:.1f}%, "
             f"R^2 {fit.r2:.3f} ({fit.outliers} outliers left out)"
         )

@@ -1,22 +1,26 @@
-"""The engine model's fit: (a, b, c) of ``t_iter = a + b * forward + c * context``, measured.
+"""The engine model's fit: (a, b, c, d) of ``t_iter = a + b * fwd + c * context + d * sampled``.
 
 From iterations (an engine's ``iteration_log``), by non-negative least squares on relative
 error with a robust refit::
 
-    1000 * seconds_k  ~=  a_ms + b_ms * (decode_k + prefill_k) + c_ms * context_k
+    1000 * seconds_k  ~=  a_ms + b_ms * (decode_k + prefill_k) + c_ms * context_k + d_ms * sampled_k
+
+``sampled_k`` are the rows that produced a token (decoders, prompts completed): what a decode
+token costs beyond a prompt token (the output layer and the sampling). Where every iteration
+samples as many rows as it decodes, d cannot be told apart from b (the fit then leaves one at 0).
 
 From per-request times of an offline job (every request at t0, admitted in rank order as slots
 free up): the schedule of a continuous-batching engine does not depend on its speed, so each
-request's first-token and finish times are *linear* in (a, b, c)::
+request's first-token and finish times are *linear* in (a, b, c, d)::
 
-    finish_i = a * N_i + b * F_i + c * C_i
+    finish_i = a * N_i + b * F_i + c * C_i + d * S_i
 
-with N_i, F_i, C_i the iterations, forward tokens and context tokens summed up to the
-iteration that finishes i; ``schedule_basis`` gets those three columns exactly from
+with N_i, F_i, C_i, S_i the iterations, forward tokens, context tokens and sampled rows summed up
+to the iteration that finishes i; ``schedule_basis`` gets those four columns exactly from
 ``sajax.refsim`` (one run per unit cost).
 
     fit = fit_from_iteration_log(engine.iteration_log)
-    fit.a_ms, fit.b_ms, fit.c_ms, fit.mean_abs_rel_error
+    fit.a_ms, fit.b_ms, fit.c_ms, fit.d_ms, fit.mean_abs_rel_error
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class IterationFit(NamedTuple):
     mean_abs_rel_error: float  # mean |residual| / observed
     r2: float  # coefficient of determination (over the rows kept)
     outliers: int = 0  # rows dropped by the robust fit (e.g. iterations slowed by other load)
+    d_ms: float = 0.0  # cost per sampled row (logits + sampling)
 
 
 def nonnegative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -65,10 +70,12 @@ def fit_iteration_model(
     context_tokens,
     seconds,
     *,
+    sampled_rows=None,
     with_context: bool = True,
     robust: bool = True,
 ) -> IterationFit:
-    """Fit ``1000 * seconds ~= a + b * (decode + prefill) + c * context`` (a, b, c >= 0).
+    """Fit ``1000 * seconds ~= a + b * (decode + prefill) + c * context + d * sampled``
+    (a, b, c, d >= 0; d = 0 without ``sampled_rows``).
 
     The fit minimises *relative* squared error (rows weighted by 1 / observed time): iteration
     times span 5 ms decodes to 1 s prefills and their noise is roughly proportional, so plain
@@ -79,7 +86,8 @@ def fit_iteration_model(
     forward = np.asarray(decode_tokens, np.float64) + np.asarray(prefill_tokens, np.float64)
     context = np.asarray(context_tokens, np.float64)
     y = 1000.0 * np.asarray(seconds, np.float64)
-    basis = [np.ones_like(forward), forward] + ([context] if with_context else [])
+    sampled = np.zeros_like(forward) if sampled_rows is None else np.asarray(sampled_rows, float)
+    basis = [np.ones_like(forward), forward, context if with_context else 0 * context, sampled]
     x = np.stack(basis, axis=1)
     w = 1.0 / np.maximum(y, 1e-6)
     keep = np.ones(y.size, bool)
@@ -102,17 +110,18 @@ def fit_from_iteration_log(records: Sequence[Any], **kw) -> IterationFit:
         [r.prefill_tokens for r in rec],
         [r.context_tokens for r in rec],
         [r.seconds for r in rec],
+        sampled_rows=[getattr(r, "sampled_rows", r.decode_tokens) for r in rec],
         **kw,
     )
 
 
 def schedule_basis(order, input_len, output_len, *, slots: int, token_budget: int):
-    """(N, F, C) per request for first token and finish: (n, 3) arrays each, so that
-    ``first = basis_first @ (a, b, c)`` and ``finish = basis_finish @ (a, b, c)``."""
+    """(N, F, C, S) per request for first token and finish: (n, 4) arrays each, so that
+    ``first = basis_first @ (a, b, c, d)`` and ``finish = basis_finish @ (a, b, c, d)``."""
     from sajax.refsim import reference_simulate
 
     first, finish = [], []
-    for unit in np.eye(3):
+    for unit in np.eye(4):
         model = _UnitModel(slots, token_budget, *unit)
         t = reference_simulate(order, input_len, output_len, model)
         first.append(t.first_token_ms)
@@ -123,7 +132,7 @@ def schedule_basis(order, input_len, output_len, *, slots: int, token_budget: in
 def fit_from_request_times(
     order, input_len, output_len, first_ms, finish_ms, *, slots: int, token_budget: int
 ) -> IterationFit:
-    """Fit (a, b, c) to measured per-request first-token and finish times (see module doc)."""
+    """Fit (a, b, c, d) to measured per-request first-token and finish times (module doc)."""
     basis_first, basis_finish = schedule_basis(
         order, input_len, output_len, slots=slots, token_budget=token_budget
     )
@@ -142,11 +151,12 @@ def _fit(x: np.ndarray, y: np.ndarray, relative: bool = False) -> IterationFit:
     pred = x @ beta
     resid = pred - y
     ss_tot = float(np.sum((y - y.mean()) ** 2))
-    coef = list(beta) + [0.0] * (3 - len(beta))
+    coef = list(beta) + [0.0] * (4 - len(beta))
     return IterationFit(
         a_ms=float(coef[0]),
         b_ms=float(coef[1]),
         c_ms=float(coef[2]),
+        d_ms=float(coef[3]),
         rows=int(y.size),
         rmse_ms=float(np.sqrt(np.mean(resid**2))),
         mean_abs_rel_error=float(np.mean(np.abs(resid) / np.maximum(np.abs(y), 1e-9))),
@@ -160,4 +170,5 @@ class _UnitModel(NamedTuple):
     a_ms: float
     b_ms: float
     c_ms: float
+    d_ms: float
     kv_capacity: int = 0

@@ -22,6 +22,7 @@ class SweepPoint(NamedTuple):
     batch: int  # requests submitted together
     prompt_tokens: int  # target prompt length (before the chat template)
     output_tokens: int  # max_new_tokens (ignore_eos)
+    long_first: int = 0  # > 0: the first request's prompt has this many tokens (a mixed batch)
 
 
 DEFAULT_SWEEP = (
@@ -105,13 +106,14 @@ def _run_point(engine, point: SweepPoint, prefix: str, rng) -> dict:
     for j in range(point.batch):
         rid = f"{prefix}-{j}"
         ids.add(rid)
+        tokens = point.long_first if j == 0 and point.long_first > 0 else point.prompt_tokens
         engine.submit(
             EngineRequest(
                 id=rid,
-                prompt=filler_text(point.prompt_tokens, rng),
+                prompt=filler_text(tokens, rng),
                 max_new_tokens=point.output_tokens,
                 ignore_eos=True,
-                input_tokens_hint=point.prompt_tokens,  # only the simulator reads it
+                input_tokens_hint=tokens,  # only the simulator reads it
             )
         )
     deadline = time.monotonic() + 600

@@ -41,11 +41,12 @@ DEFAULT_WINDOW_REQUESTS = 16
 
 
 def scaled_model(model: EngineModel, scale: float) -> EngineModel:
-    """``model`` with (a, b, c) multiplied by ``scale``."""
+    """``model`` with its costs (a, b, c, d) multiplied by ``scale``."""
     return model._replace(
         a_ms=np.float32(float(model.a_ms) * scale),
         b_ms=np.float32(float(model.b_ms) * scale),
         c_ms=np.float32(float(model.c_ms) * scale),
+        d_ms=np.float32(float(model.d_ms) * scale),
     )
 
 
@@ -117,6 +118,7 @@ class OnlineSpeed:
             float(m.a_ms)
             + float(m.b_ms) * (r.decode_tokens + r.prefill_tokens)
             + float(m.c_ms) * r.context_tokens
+            + float(m.d_ms) * getattr(r, "sampled_rows", r.decode_tokens)
             for r in recent
         )
         measured = 1000.0 * sum(r.seconds for r in recent)

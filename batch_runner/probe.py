@@ -67,7 +67,7 @@ class Calibration(NamedTuple):
             "calibrated_at": self.calibrated_at,
             "probe_seconds": round(self.probe_seconds, 3),
             "points": self.points,
-            "model": {k: m[k] for k in ("a_ms", "b_ms", "c_ms", "slots", "token_budget")},
+            "model": {k: m[k] for k in ("a_ms", "b_ms", "c_ms", "d_ms", "slots", "token_budget")},
         }
 
 
@@ -161,12 +161,20 @@ def save(key: dict[str, Any], cal: Calibration) -> Path | None:
 
 
 def probe_points(slots: int) -> list[SweepPoint]:
-    """The probe's points, most informative first (full batches of short prompts: a and b;
-    single long prompts: b and c; mixed); the probe runs as many as its budget allows."""
+    """The probe's points, most informative first (full batches of short prompts: a, b and d;
+    single long prompts: b apart from d; one long prompt decoding beside short ones: c as a job
+    sees it); the probe runs as many as its budget allows.
+
+    The mixed batch is there because llama.cpp's attention pads every sequence of a batch to the
+    longest one's KV length: four sequences at 1,200 + 3 x 16 tokens of context decode in 58 ms
+    on one core where four at 4 x 300 take 45 ms (the same sum). A job's batches are mixed, so
+    ``c`` fitted on equal prompts alone comes out near 0 and the job runs ~20 % slower than
+    predicted (measured, 200-row make-run file)."""
     s = max(1, int(slots))
     points = [
         SweepPoint(s, 16, 8),
         SweepPoint(1, 192, 2),
+        SweepPoint(s, 16, 24, long_first=480) if s > 1 else SweepPoint(1, 480, 24),
         SweepPoint(s, 96, 6),
         SweepPoint(1, 16, 12),
         SweepPoint(min(2, s), 320, 2),
@@ -178,7 +186,7 @@ def probe_points(slots: int) -> list[SweepPoint]:
 
 
 def run_probe(engine, base: EngineModel, budget_s: float, seed: int = 0) -> Calibration:
-    """Probe a started ``engine`` for about ``budget_s`` seconds; fit (a, b, c)."""
+    """Probe a started ``engine`` for about ``budget_s`` seconds; fit (a, b, c, d)."""
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     slots = int(base.slots)
@@ -212,7 +220,10 @@ def run_probe(engine, base: EngineModel, budget_s: float, seed: int = 0) -> Cali
     else:
         fit = _fit(np.concatenate(xs), np.concatenate(ys), relative=True)
     model = base._replace(
-        a_ms=np.float32(fit.a_ms), b_ms=np.float32(fit.b_ms), c_ms=np.float32(fit.c_ms)
+        a_ms=np.float32(fit.a_ms),
+        b_ms=np.float32(fit.b_ms),
+        c_ms=np.float32(fit.c_ms),
+        d_ms=np.float32(fit.d_ms),
     )
     token_budget = getattr(engine, "token_budget", None)
     if token_budget:

@@ -71,7 +71,7 @@ def predict_from_state(
     sim = ContinuousBatchSim(model._replace(slots=np.int32(cap)))
     first = np.full(n, np.nan)
     finish = np.full(n, np.nan)
-    step_ms = float(model.a_ms) + float(model.b_ms) * max(1, len(state.inflight))
+    step_ms = float(model.a_ms) + float(model.b_ms + model.d_ms) * max(1, len(state.inflight))
     for row, first_ms in state.inflight:
         out = int(p.output_len[row])
         if first_ms is None:

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from batch_runner import results as results_mod
-from batch_runner.engines.base import EngineError, SamplingParams
+from batch_runner.engines.base import EngineError, SamplingParams, usable_cpus
 from batch_runner.errors import ConfigError
 from batch_runner.progress import JobProgress
 
@@ -76,7 +76,7 @@ def replica_options(config) -> list[dict[str, Any]]:
         from batch_runner.job.engines import _auto_engine
 
         engine = _auto_engine()
-    threads = getattr(config, "threads", None) or max(1, (os.cpu_count() or 1) // n)
+    threads = getattr(config, "threads", None) or max(1, usable_cpus() // n)
     pace = os.environ.get(PACE_ENV) or None
     out = []
     for profile in replica_profiles(config, n):

@@ -3,10 +3,15 @@
 One engine iteration runs one forward pass over every sequence in flight; it takes::
 
     t_iter = a_ms + b_ms * forward_tokens + c_ms * sum(context tokens in the batch)
+                  + d_ms * sampled_rows
 
 ``forward_tokens`` counts the decode tokens (one per sequence past its prefill) plus the prompt
 tokens prefilled this iteration (at most ``token_budget`` in all); a sequence's context is its KV
-length after the iteration's tokens. ``slots`` caps the sequences in flight and ``kv_capacity``
+length after the iteration's tokens. ``sampled_rows`` are the sequences that produce a token this
+iteration (every decoding sequence, and a prompt's last chunk): each costs the output layer's
+logits and the sampling on top of its forward token, which a prompt token does not (on the CPU
+engine, SmolLM2-135M: ~11 ms a decode token vs ~6 ms a prompt token; ``d_ms = 0`` is the
+three-parameter model). ``slots`` caps the sequences in flight and ``kv_capacity``
 (tokens, 0 = unlimited) the sum of ``input + output`` tokens reserved by them. The exact
 semantics are ``sajax.refsim``'s; ``sajax.simulate`` is the fast model of the same engine.
 
@@ -33,6 +38,7 @@ class EngineModel(NamedTuple):
     b_ms: jax.Array  # () float32, cost per forward token
     c_ms: jax.Array  # () float32, cost per context token attended
     kv_capacity: jax.Array  # () int32, KV-cache tokens; 0 = unlimited
+    d_ms: jax.Array = np.float32(0.0)  # () float32, cost per sampled row (logits + sampling)
 
 
 FIELDS = EngineModel._fields
@@ -46,6 +52,7 @@ def make_engine_model(
     b_ms: float,
     c_ms: float = 0.0,
     kv_capacity: int = 0,
+    d_ms: float = 0.0,
 ) -> EngineModel:
     """An ``EngineModel`` of NumPy scalars (int32 / float32), checked for sane values."""
     if int(slots) < 1:
@@ -54,7 +61,7 @@ def make_engine_model(
         raise ValueError(f"token_budget must be >= 1, got {token_budget}")
     if int(kv_capacity) < 0:
         raise ValueError(f"kv_capacity must be >= 0 (0 = unlimited), got {kv_capacity}")
-    for name, value in (("a_ms", a_ms), ("b_ms", b_ms), ("c_ms", c_ms)):
+    for name, value in (("a_ms", a_ms), ("b_ms", b_ms), ("c_ms", c_ms), ("d_ms", d_ms)):
         if not (np.isfinite(float(value)) and float(value) >= 0):
             raise ValueError(f"{name} must be finite and >= 0, got {value}")
     if float(a_ms) + float(b_ms) <= 0:
@@ -66,12 +73,14 @@ def make_engine_model(
         b_ms=np.float32(b_ms),
         c_ms=np.float32(c_ms),
         kv_capacity=np.int32(kv_capacity),
+        d_ms=np.float32(d_ms),
     )
 
 
 def engine_model_from_mapping(values: Mapping[str, Any]) -> EngineModel:
-    """An ``EngineModel`` from a mapping with the six field names (e.g. a profile's [model])."""
-    missing = [f for f in FIELDS if f not in values and f not in ("c_ms", "kv_capacity")]
+    """An ``EngineModel`` from a mapping of its field names (e.g. a profile's [model]); ``c_ms``,
+    ``kv_capacity`` and ``d_ms`` may be left out (0)."""
+    missing = [f for f in FIELDS if f not in values and f not in ("c_ms", "kv_capacity", "d_ms")]
     if missing:
         raise ValueError(f"engine model is missing {', '.join(missing)} (fields: {FIELDS})")
     unknown = sorted(set(values) - set(FIELDS))

@@ -42,13 +42,15 @@ def alone_time(problem: Problem, model: EngineModel) -> AloneTime:
     """Each request's e2e / TTFT / TPOT alone on an idle engine (exact under the reference)."""
     n = jnp.maximum(jnp.asarray(problem.input_len, jnp.float32), 1.0)
     out = jnp.maximum(jnp.asarray(problem.output_len, jnp.float32), 1.0)
-    a, b, c = (jnp.asarray(x, jnp.float32) for x in (model.a_ms, model.b_ms, model.c_ms))
+    a, b, c, d = (
+        jnp.asarray(x, jnp.float32) for x in (model.a_ms, model.b_ms, model.c_ms, model.d_ms)
+    )
     budget = jnp.maximum(jnp.asarray(model.token_budget, jnp.float32), 1.0)
     q = jnp.floor(n / budget)
     partial = (n - q * budget > 0).astype(jnp.float32)
-    ttft = (q + partial) * a + b * n + c * (budget * q * (q + 1) / 2 + partial * n)
+    ttft = (q + partial) * a + b * n + c * (budget * q * (q + 1) / 2 + partial * n) + d
     steps = out - 1
-    decode = steps * (a + b + c * n) + c * steps * out / 2
+    decode = steps * (a + b + d + c * n) + c * steps * out / 2
     tpot = jnp.where(steps > 0, decode / jnp.maximum(steps, 1.0), 0.0)
     return AloneTime(e2e_ms=ttft + decode, ttft_ms=ttft, tpot_ms=tpot)
 

@@ -15,11 +15,12 @@ approximation of it and is tested against it. One iteration:
 
 3. Its time::
 
-       t_iter = a_ms + b_ms * forward_tokens + c_ms * sum(context tokens)
+       t_iter = a_ms + b_ms * forward_tokens + c_ms * sum(context tokens) + d_ms * sampled_rows
 
-   where a sequence's context is its KV length after this iteration's tokens (a decode step of a
-   sequence with ``g`` tokens generated so far: ``input + g``; a prompt chunk: the prompt tokens
-   prefilled so far, this chunk included).
+   where ``sampled_rows`` counts the sequences that produce a token (step 4), and a sequence's
+   context is its KV length after this iteration's tokens (a decode step of a sequence with
+   ``g`` tokens generated so far: ``input + g``; a prompt chunk: the prompt tokens prefilled so
+   far, this chunk included).
 4. The iteration that completes a prompt produces its first output token (so ``output = 1``
    finishes there); each later iteration adds one token. A sequence leaves when it has
    ``output`` tokens, freeing its slot and KV reservation for the next iteration's admission.
@@ -54,6 +55,7 @@ class IterationResult(NamedTuple):
     context_tokens: int  # sum of the context lengths of the (last) batch
     batch_size: int  # sequences in the (last) forward pass
     iterations: int = 1  # iterations run (``advance`` may run several; 0 when idle)
+    sampled_rows: int = 0  # sequences that produced a token in the (last) iteration
 
 
 class RefTimings(NamedTuple):
@@ -64,23 +66,24 @@ class RefTimings(NamedTuple):
     n_iterations: int  # engine iterations of the whole job
 
 
-def _model_numbers(model: Any) -> tuple[int, int, float, float, float, int]:
+def _model_numbers(model: Any) -> tuple[int, int, float, float, float, float, int]:
     """Python numbers from an ``EngineModel`` (NumPy/JAX scalars) or any object with its fields."""
     slots = int(model.slots)
     budget = int(model.token_budget)
     kv = int(getattr(model, "kv_capacity", 0))
     if slots < 1 or budget < 1 or kv < 0:
         raise ValueError(f"need slots >= 1, token_budget >= 1, kv_capacity >= 0: {model}")
-    return slots, budget, float(model.a_ms), float(model.b_ms), float(model.c_ms), kv
+    d = float(getattr(model, "d_ms", 0.0))
+    return slots, budget, float(model.a_ms), float(model.b_ms), float(model.c_ms), d, kv
 
 
 class ContinuousBatchSim:
     """The engine, one iteration per ``step()``; times in ms on a virtual clock from 0."""
 
     def __init__(self, model: Any):
-        slots, budget, a, b, c, kv = _model_numbers(model)
+        slots, budget, a, b, c, d, kv = _model_numbers(model)
         self.slots, self.token_budget, self.kv_capacity = slots, budget, kv
-        self.a_ms, self.b_ms, self.c_ms = a, b, c
+        self.a_ms, self.b_ms, self.c_ms, self.d_ms = a, b, c, d
         self._now = 0.0
         self._queue: deque[tuple[Any, int, int]] = deque()
         self._ids: list[Any] = [None] * slots
@@ -151,7 +154,7 @@ class ContinuousBatchSim:
             n = int(busy.sum())
             ctx0 = int(np.sum((self._inp + self._gen)[busy]))
             quiet = k - 1  # iterations without an event, in closed form
-            per_iter = self.a_ms + self.b_ms * n
+            per_iter = self.a_ms + (self.b_ms + self.d_ms) * n  # every sequence samples
             t0 = self._now
             self._now += (
                 quiet * (per_iter + self.c_ms * ctx0) + self.c_ms * n * quiet * (quiet - 1) / 2
@@ -199,11 +202,13 @@ class ContinuousBatchSim:
         chunked = chunk > 0
         forward = n_dec + int(chunk.sum())
         context = int(np.sum((inp + gen)[decoding]) + np.sum((pre + chunk)[chunked]))
-        t_start = self._now
-        self._now = t_start + self.a_ms + self.b_ms * forward + self.c_ms * context
         # Bookkeeping: completed prompts emit their first token, decoders one more.
         pre += chunk
         first = prefilling & (pre == inp)
+        sampled = n_dec + int(first.sum())
+        t_start = self._now
+        self._now = t_start + self.a_ms + self.b_ms * forward + self.c_ms * context
+        self._now += self.d_ms * sampled
         gen[decoding | first] += 1
         done = busy & (gen >= self._out) & (pre == inp)
         first_ids = [self._ids[i] for i in np.flatnonzero(first)]
@@ -223,6 +228,7 @@ class ContinuousBatchSim:
             forward,
             context,
             n_dec + int(chunked.sum()),
+            sampled_rows=sampled,
         )
 
 

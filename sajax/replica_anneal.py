@@ -52,7 +52,8 @@ from sajax.simulate import simulate
 
 def stack_models(models: Sequence[EngineModel]) -> EngineModel:
     """One ``EngineModel`` whose fields have a leading replica axis (for ``vmap``)."""
-    return EngineModel(*(np.stack([np.asarray(m[i]) for m in models]) for i in range(6)))
+    fields = zip(*models, strict=True)
+    return EngineModel(*(np.stack([np.asarray(x) for x in field]) for field in fields))
 
 
 def max_slots_of(models: Sequence[EngineModel], n: int) -> int:

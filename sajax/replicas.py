@@ -114,9 +114,9 @@ def work_ms(problem: Problem, model: EngineModel) -> np.ndarray:
     decode steps' share of the per-iteration cost, and the context it attends while decoding."""
     inp = np.asarray(problem.input_len, np.float64)
     out = np.asarray(problem.output_len, np.float64)
-    a, b, c = (float(np.asarray(x)) for x in (model.a_ms, model.b_ms, model.c_ms))
+    a, b, c, d = (float(np.asarray(x)) for x in (model.a_ms, model.b_ms, model.c_ms, model.d_ms))
     slots = max(1, int(model.slots))
-    return b * (inp + out) + out * a / slots + c * out * (inp + out / 2)
+    return b * (inp + out) + d * out + out * a / slots + c * out * (inp + out / 2)
 
 
 def assign(rule: str, priority: np.ndarray, work: np.ndarray) -> np.ndarray:

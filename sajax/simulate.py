@@ -20,9 +20,10 @@ that and finishes at ``e_k = f_k + out_k - 1``; its slot is free from ``e_k + 1`
 that fit the budget (the usual case) this is exactly the reference's schedule; longer or
 contended prompts are approximate (``R_k`` is frozen at ``p_k``).
 
-**Time.** Iteration ``t`` costs ``a + b * forward(t) + c * context(t)``, so the end of iteration
-``t`` is ``T(t) = a (t + 1) + sum_j G_j(t)`` where ``G_j`` is request ``j``'s share of the
-cumulative ``b * forward + c * context`` up to ``t``: zero before ``p_j``; a quadratic P1 while
+**Time.** Iteration ``t`` costs ``a + b * forward(t) + c * context(t) + d * sampled(t)``, so its
+end is ``T(t) = a (t + 1) + sum_j G_j(t)`` where ``G_j`` is request ``j``'s share of the
+cumulative ``b * forward + c * context + d * sampled`` up to ``t`` (``sampled``: the rows that
+produce a token, from ``f_j`` on): zero before ``p_j``; a quadratic P1 while
 its prompt is chunked (``[p_j, f_j)``, context grows by ``R_j`` per iteration); a quadratic P2
 while decoding (``[f_j, e_j]``, context grows by one per step; it starts from the whole prompt's
 cost); the constant P3 after ``e_j``. P2 and P3 are summed as coefficient changes of a
@@ -265,6 +266,7 @@ def _pieces(sched: _Sched, inp, out, live, model: EngineModel):
     polynomial at ``f`` (P2 starts) and at ``e`` (P3 replaces P2), (N, 3) each."""
     b = jnp.asarray(model.b_ms, jnp.float32)
     c = jnp.asarray(model.c_ms, jnp.float32)
+    d = jnp.asarray(model.d_ms, jnp.float32)
     p, f, e = sched.start, sched.first, sched.finish
     n = inp.astype(jnp.float32)
     l0 = sched.chunk0.astype(jnp.float32)
@@ -275,9 +277,11 @@ def _pieces(sched: _Sched, inp, out, live, model: EngineModel):
     # P1, prefill in progress on [p, f), u = t - p: F = L0 + R u, C = (u+1) L0 + R u (u+1) / 2.
     k1 = jnp.stack([(b + c) * l0, b * r + c * l0 + c * r / 2, c * r / 2], axis=-1)
     k1 = jnp.where(chunked[:, None], k1, 0.0)
-    # P2, decoding on [f, e], m = t - f: F = n + m, C = Cpre + n + m n + m (m+1) / 2.
+    # P2, decoding on [f, e], m = t - f: F = n + m, C = Cpre + n + m n + m (m+1) / 2, and m + 1
+    # sampled rows (the first token at f, one per step after it).
     c_pre = jnp.where(chunked, span * l0 + r * (span - 1) * span / 2, 0.0)
-    k2 = jnp.stack([b * n + c * (c_pre + n), b + c * n + c / 2, jnp.full_like(n, c / 2)], axis=-1)
+    k2_0 = b * n + c * (c_pre + n) + d
+    k2 = jnp.stack([k2_0, b + d + c * n + c / 2, jnp.full_like(n, c / 2)], axis=-1)
     # P3, done: the constant P2(e).
     m_end = (out - 1).astype(jnp.float32)
     zero = jnp.zeros_like(n)

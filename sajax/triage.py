@@ -320,6 +320,7 @@ def _relaxation(problem, model, share: float):
     arrays are over those rows. ``share``: how many sequences split an iteration's fixed cost.
     """
     a, b = float(np.asarray(model.a_ms)), float(np.asarray(model.b_ms))
+    d = float(np.asarray(model.d_ms))  # per sampled row: every output token's, the first's
     rows = np.flatnonzero(np.asarray(problem.mask, bool))
     inp = np.asarray(problem.input_len, np.float64)[rows]
     out = np.asarray(problem.output_len, np.float64)[rows]
@@ -328,7 +329,9 @@ def _relaxation(problem, model, share: float):
     tpot = np.asarray(problem.slo_tpot_ms, np.float64)[rows]
     has_e2e, has_ttft = np.isfinite(e2e), np.isfinite(ttft)
     has_slo = has_e2e | has_ttft | np.isfinite(tpot)
-    work = np.where(has_e2e, b * (inp + out - 1) + a * out / share, b * inp + a / share)
+    work = np.where(
+        has_e2e, b * (inp + out - 1) + d * out + a * out / share, b * inp + d + a / share
+    )
     deadline = np.where(has_e2e, e2e, ttft)
     return rows, work, deadline, has_slo, has_e2e | has_ttft
 

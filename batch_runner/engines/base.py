@@ -18,8 +18,18 @@ simulator can run on a virtual clock and real engines on ``time.perf_counter``::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (``taskset``, a container's cpuset), which
+    can be fewer than the machine's ``os.cpu_count()``; threads beyond it only contend."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

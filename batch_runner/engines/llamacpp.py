@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batch_runner.engines.base import EngineError, EngineRequest, Event, Failed
+from batch_runner.engines.base import EngineError, EngineRequest, Event, Failed, usable_cpus
 from batch_runner.engines.llamacpp_batch import IterationRecord, Sequence, TokenBatch
 from batch_runner.engines.llamacpp_loop import _WAKE, IterationLoop
 from batch_runner.engines.llamacpp_text import ChatTemplate, Tokenizer
@@ -124,7 +124,7 @@ class LlamaCppEngine(IterationLoop):
         self.slots = int(slots)
         self.n_ctx = n_ctx
         self.token_budget = int(token_budget)
-        self.n_threads = int(n_threads or os.cpu_count() or 1)
+        self.n_threads = int(n_threads or usable_cpus())
         self.seed = int(seed)
         self.flash_attn = bool(flash_attn)
         self.verbose = verbose

@@ -18,7 +18,7 @@ per-slot id table (``n_seq_id`` = 1).
 
 ``IterationRecord`` is what the calibration of the engine model reads (``engine.iteration_log``)::
 
-    t_iter ~ a + b * (decode_tokens + prefill_tokens) + c * context_tokens
+    t_iter ~ a + b * (decode_tokens + prefill_tokens) + c * context_tokens + d * sampled_rows
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class IterationRecord(NamedTuple):
     prefill_tokens: int  # prompt tokens processed (chunked prefill)
     context_tokens: int  # sum over the batch's sequences of their KV length after the step
     sequences: int  # sequences in the batch
+    sampled_rows: int = 0  # sequences that produced a token (decoders + prompts completed)
 
 
 @dataclass(eq=False)

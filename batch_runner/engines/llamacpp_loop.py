@@ -94,6 +94,7 @@ class IterationLoop:
                 prefill_tokens=sum(len(c.tokens) for c in chunks) - decode_tokens,
                 context_tokens=sum(c.start + len(c.tokens) for c in chunks),
                 sequences=len(chunks),
+                sampled_rows=len(rows),
             )
         )
         limit = self.iteration_log_limit

@@ -203,7 +203,8 @@ class SimEngine:
         factor = self.drift.factor_at(self._clock_s(sim))
         if factor != self._factor:
             m = self.model
-            sim.a_ms, sim.b_ms, sim.c_ms = (float(x) * factor for x in (m.a_ms, m.b_ms, m.c_ms))
+            costs = (m.a_ms, m.b_ms, m.c_ms, m.d_ms)
+            sim.a_ms, sim.b_ms, sim.c_ms, sim.d_ms = (float(x) * factor for x in costs)
             self._factor = factor
 
     def _clock_s(self, sim) -> float:
@@ -226,6 +227,7 @@ class SimEngine:
                     prefill_tokens=it.forward_tokens - decoding,
                     context_tokens=it.context_tokens,
                     sequences=it.batch_size,
+                    sampled_rows=it.sampled_rows,
                 )
             )
         return it

@@ -82,7 +82,8 @@ def calibrate_step(engine: Engine, config: JobConfig, table: pa.Table) -> Calibr
         where = f"; {cal.path}" if cal.path else ""
         click.echo(
             f"engine model: a = {float(m.a_ms):.2f} ms, b = {float(m.b_ms):.3f} ms/token, "
-            f"c = {float(m.c_ms):.5f} ms/context token ({how}{err}){where}",
+            f"c = {float(m.c_ms):.5f} ms/context token, d = {float(m.d_ms):.2f} ms/sampled row "
+            f"({how}{err}){where}",
             err=True,
         )
     return cal

@@ -28,20 +28,22 @@ from sajax.engine_model import make_engine_model
 from sajax.profiles import load_profile
 from sajax.refsim import reference_simulate
 
-TRUE = {"a_ms": 6.8, "b_ms": 3.6, "c_ms": 0.004}
+TRUE = {"a_ms": 6.8, "b_ms": 3.6, "c_ms": 0.004, "d_ms": 2.5}
 
 
 def iteration_log(rng, n=400, noise=0.02, stalls=0):
-    """Iterations of a continuous-batching engine with known a, b, c (+ relative noise)."""
+    """Iterations of a continuous-batching engine with known a, b, c, d (+ relative noise)."""
     decode = rng.integers(0, 5, n)
     prefill = rng.choice([0, 0, 0, 12, 100, 512 - 4], n)
     context = rng.integers(0, 4 * 900, n)
+    sampled = decode + (prefill > 0) * rng.integers(0, 2, n)  # some chunks end their prompt
     ms = TRUE["a_ms"] + TRUE["b_ms"] * (decode + prefill) + TRUE["c_ms"] * context
+    ms = ms + TRUE["d_ms"] * sampled
     ms = ms * (1 + noise * rng.standard_normal(n))
     ms[rng.choice(n, stalls, replace=False)] += rng.uniform(200, 2000, stalls)  # other load
     return [
-        IterationRecord(0.0, t / 1000, t / 1000, int(d), int(p), int(c), int(d) + (p > 0))
-        for t, d, p, c in zip(ms, decode, prefill, context, strict=True)
+        IterationRecord(0.0, t / 1000, t / 1000, int(d), int(p), int(c), int(d) + (p > 0), int(s))
+        for t, d, p, c, s in zip(ms, decode, prefill, context, sampled, strict=True)
     ]
 
 
@@ -59,11 +61,12 @@ def test_nonnegative_lstsq_matches_lstsq_inside_and_clamps_outside():
         assert np.sum((x @ other - x @ np.array([1.0, -2.0, 3.0])) ** 2) >= cost - 1e-9
 
 
-def test_recovers_a_b_c_from_an_iteration_log():
+def test_recovers_a_b_c_d_from_an_iteration_log():
     fit = fit_from_iteration_log(iteration_log(np.random.default_rng(1)))
     assert fit.a_ms == pytest.approx(TRUE["a_ms"], rel=0.1)
     assert fit.b_ms == pytest.approx(TRUE["b_ms"], rel=0.02)
     assert fit.c_ms == pytest.approx(TRUE["c_ms"], rel=0.25)
+    assert fit.d_ms == pytest.approx(TRUE["d_ms"], rel=0.15)
     assert fit.r2 > 0.99 and fit.mean_abs_rel_error < 0.05
 
 
@@ -75,6 +78,7 @@ def test_robust_fit_ignores_iterations_stalled_by_other_load():
         [r.prefill_tokens for r in log],
         [r.context_tokens for r in log],
         [r.seconds for r in log],
+        sampled_rows=[r.sampled_rows for r in log],
         robust=False,
     )
     assert 30 <= robust.outliers <= 45  # stalls small next to a long prefill may stay in
@@ -84,7 +88,7 @@ def test_robust_fit_ignores_iterations_stalled_by_other_load():
     assert plain.mean_abs_rel_error > 3 * robust.mean_abs_rel_error
 
 
-def test_recovers_a_b_c_exactly_from_request_times_of_a_job():
+def test_recovers_a_b_c_d_exactly_from_request_times_of_a_job():
     rng = np.random.default_rng(3)
     n = 30
     inp, out = rng.integers(10, 700, n), rng.integers(1, 120, n)

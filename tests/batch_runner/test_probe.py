@@ -24,6 +24,7 @@ def _model():
         b_ms=np.float32(0.5),
         c_ms=np.float32(0.002),
         kv_capacity=np.int32(0),
+        d_ms=np.float32(0.8),  # a sampled row costs more than a prompt token, as on llama.cpp
     )
 
 
@@ -39,8 +40,9 @@ def test_the_probe_recovers_the_engines_true_speed(log_iterations):
     engine = SimEngine(_model(), drift=make_drift(speed=[[0, 3.0]]), log_iterations=log_iterations)
     engine.start()
     cal = probe.run_probe(engine, _model(), budget_s=5.0)
-    got = (float(cal.model.a_ms), float(cal.model.b_ms), float(cal.model.c_ms))
-    assert got == pytest.approx((15.0, 1.5, 0.006), rel=1e-3)
+    m = cal.model
+    got = (float(m.a_ms), float(m.b_ms), float(m.c_ms), float(m.d_ms))
+    assert got == pytest.approx((15.0, 1.5, 0.006, 2.4), rel=1e-3)
     assert cal.source == "probe" and cal.points >= 3
     assert cal.fit["mean_abs_rel_error"] < 1e-6
 

@@ -33,9 +33,10 @@ def fast_vs_ref(order, inp, out, model):
 
 @pytest.mark.parametrize("slots", [1, 3, 8])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_exact_when_prompts_fit_the_budget(slots, seed):
+@pytest.mark.parametrize("d_ms", [0.0, 0.07])  # with a cost per sampled row, too
+def test_exact_when_prompts_fit_the_budget(slots, seed, d_ms):
     inp, out = random_job(seed, 40)
-    model = make_engine_model(slots, token_budget=10_000, a_ms=2.0, b_ms=0.05, c_ms=0.003)
+    model = make_engine_model(slots, 10_000, a_ms=2.0, b_ms=0.05, c_ms=0.003, d_ms=d_ms)
     order = np.random.default_rng(seed + 10).permutation(40)
     t, ref, first, finish = fast_vs_ref(order, inp, out, model)
     np.testing.assert_allclose(first, ref.first_token_ms, rtol=2e-5)
@@ -55,9 +56,11 @@ def test_shared_prefill_budget_is_exact_without_decoders():
     # 8 prompts of 30 tokens admitted together with a 64-token budget: they spill over
     # several iterations exactly as the reference packs them.
     inp, out = np.full(8, 30), np.full(8, 5)
-    model = make_engine_model(8, 64, 1.0, 0.1, 0.01)
-    t, ref, first, finish = fast_vs_ref(np.arange(8), inp, out, model)
-    np.testing.assert_allclose(first, ref.first_token_ms, rtol=1e-5)
+    for d_ms in (0.0, 0.3):
+        model = make_engine_model(8, 64, 1.0, 0.1, 0.01, d_ms=d_ms)
+        t, ref, first, finish = fast_vs_ref(np.arange(8), inp, out, model)
+        np.testing.assert_allclose(first, ref.first_token_ms, rtol=1e-5)
+        np.testing.assert_allclose(finish, ref.finish_ms, rtol=1e-5)
 
 
 def test_chunked_prompts_are_close():
