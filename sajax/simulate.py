@@ -28,13 +28,13 @@ its prompt is chunked (``[p_j, f_j)``, context grows by ``R_j`` per iteration); 
 while decoding (``[f_j, e_j]``, context grows by one per step; it starts from the whole prompt's
 cost); the constant P3 after ``e_j``. P2 and P3 are summed as coefficient changes of a
 polynomial in ``t``: the scan yields their breakpoints as two sorted lists (first tokens ``f``,
-and finishes in the order the slot buffer releases them), one integer sort merges them with the
-prefill starts, and a cumulative sum in time order evaluates the sum at every request's ``f_k``
-and ``e_k`` (each is an entry of the merge: no search). Prefill windows are disjoint (one
+and finishes in the order the slot buffer releases them), their merge is found by binary search
+(no sort), and a cumulative sum in time order evaluates the sum at every request's ``f_k`` and
+``e_k`` (each is an entry of the merge). Prefill windows are disjoint (one
 pipeline), so P1 is added from the single window that contains the query, evaluated locally.
 ``first_token_ms = T(f_k)``, ``finish_ms = T(e_k)``.
 Cost: ``O(N * max_slots)`` for the scan (``O(N * max_slots * log max_slots)`` with a KV
-capacity) plus ``O(N log N)``; no per-iteration work and no bound on the iteration count.
+capacity) plus ``O(N log N)`` (the searches); no per-iteration work and no bound on the iteration count.
 Float32 throughout; against a float64 run the times agree to ~1e-5 relative even for jobs of
 ~10^6 iterations.
 
@@ -301,42 +301,38 @@ def _pieces(sched: _Sched, inp, out, live, model: EngineModel):
 def _times_at_first_and_finish(sched: _Sched, e_keys, e_owner, k1, d2, e_deltas, a_ms):
     """(N,) times at every position's first-token and finish iteration, by position.
 
-    The first-token breakpoints ``f`` (P2 starts), the finish breakpoints (``e_keys``, P3
-    replaces P2) and the prefill starts ``p`` are three sorted lists; one integer sort of
-    ``key * 4 + list`` merges them, so the cumulative sum of the deltas runs in time order: a
+    The first-token breakpoints ``f`` (P2 starts) and the finish breakpoints (``e_keys``, P3
+    replaces P2) are two sorted lists. Their merge needs no sort: the merged index of an entry
+    is its index in its own list plus its rank in the other (``searchsorted``; at equal keys the
+    finish entries come first). The cumulative sum of the deltas then runs in time order: a
     piece's opening and closing changes cancel as soon as it ends, which keeps the float32 sums
     as small as the pieces open at a time (separate sums per list would grow with the whole job
-    and lose precision). Each list being sorted, the ``r``-th entry of list ``l`` in merged
-    order is its ``r``-th element. Every query is itself an entry (``f_k`` of list 0, ``e_k`` of
-    list 1: its slot's release, owner ``k``), so the sum at it is the one at the end of its run
-    of equal keys: no search. The prefill share (P1) comes from the one prompt being chunked
-    then, the last ``j`` with ``p_j <= q`` (the prefill windows ``[p_j, f_j)`` are disjoint),
-    counted in the same merge, and is evaluated locally: in global ``t`` its coefficients
+    and lose precision). Every query is itself an entry (``f_k`` of the first list, ``e_k`` of
+    the second: its slot's release, owner ``k``), so the sum at it is the one at the end of its
+    run of equal keys. The prefill share (P1) comes from the one prompt being chunked then, the
+    last ``j`` with ``p_j <= q`` (the prefill windows ``[p_j, f_j)`` are disjoint; a search in
+    the sorted starts ``p``), and is evaluated locally: in global ``t`` its coefficients
     (``c R / 2 * p**2``) would swamp float32 sums of long jobs.
     """
     n = sched.first.shape[0]
     cap = jnp.int32(2**28 - 1)  # keys beyond are never-released slots (zero deltas)
-    keys = (sched.first, e_keys, sched.start)
-    merged = jax.lax.sort(
-        jnp.concatenate([jnp.minimum(k, cap) * 4 + i for i, k in enumerate(keys)])
-    )
-    m = merged.shape[0]
-    lst = merged % 4
-    count = jnp.cumsum(lst[:, None] == jnp.arange(3), axis=0)  # (M, 3) entries so far, by list
-    offset = jnp.asarray(np.cumsum([0] + [k.shape[0] for k in keys[:-1]]), jnp.int32)
-    src = offset[lst] + jnp.take_along_axis(count, lst[:, None], 1)[:, 0] - 1
-    deltas = jnp.concatenate([d2, e_deltas, jnp.zeros((n, 3), d2.dtype)])[src]
-    coef = jnp.cumsum(deltas, axis=0)
-    key = merged // 4
+    f_key, e_key = jnp.minimum(sched.first, cap), jnp.minimum(e_keys, cap)
+    n_e = e_key.shape[0]
+    f_at = jnp.arange(n, dtype=jnp.int32) + _rank(e_key, f_key, "right")
+    e_at = jnp.arange(n_e, dtype=jnp.int32) + _rank(f_key, e_key, "left")
+    m = n + n_e
+    key = jnp.zeros(m, jnp.int32).at[f_at].set(f_key, unique_indices=True)
+    key = key.at[e_at].set(e_key, unique_indices=True)
+    deltas = jnp.zeros((m, 3), d2.dtype).at[f_at].set(d2, unique_indices=True)
+    deltas = deltas.at[e_at].set(e_deltas, unique_indices=True)
+    coef = _running(jnp.add, jnp.zeros(3, d2.dtype), deltas)
     idx = jnp.arange(m, dtype=jnp.int32)
     last_of_run = jnp.concatenate([key[1:] != key[:-1], jnp.ones(1, bool)])
-    run_end = jax.lax.cummin(jnp.where(last_of_run, idx, m), reverse=True)
-    where = jnp.zeros(m, jnp.int32).at[src].set(idx)  # merged index of every entry
+    run_end = _running(jnp.minimum, jnp.int32(m), jnp.where(last_of_run, idx, m), reverse=True)
 
-    def time_at(entries, q):
-        end = run_end[where[entries]]
-        c = coef[end]
-        j = jnp.maximum(count[end, 2] - 1, 0)
+    def time_at(at, q):
+        c = coef[run_end[at]]
+        j = jnp.maximum(_rank(sched.start, q, "right") - 1, 0)
         u = (q - sched.start[j]).astype(jnp.float32)
         inside = (q >= sched.start[j]) & (q < sched.first[j])
         k = k1[j]
@@ -344,12 +340,27 @@ def _times_at_first_and_finish(sched: _Sched, e_keys, e_owner, k1, d2, e_deltas,
         t = a_ms * (qf + 1.0) + c[:, 0] + c[:, 1] * qf + c[:, 2] * qf * qf
         return t + jnp.where(inside, k[:, 0] + k[:, 1] * u + k[:, 2] * u * u, 0.0)
 
-    at_first = time_at(jnp.arange(n, dtype=jnp.int32), sched.first)
-    entries = n + jnp.arange(e_keys.shape[0], dtype=jnp.int32)
-    at_release = time_at(entries, e_keys)
+    at_first = time_at(f_at, sched.first)
+    at_release = time_at(e_at, e_keys)
     target = jnp.where(e_owner >= 0, e_owner, n)  # -1: an initial (empty) slot entry
     at_finish = jnp.zeros(n, at_release.dtype).at[target].set(at_release, mode="drop")
     return at_first, at_finish
+
+
+def _running(op, init, xs, reverse: bool = False):
+    """Inclusive running ``op`` along axis 0 as a sequential loop (on CPU several times faster
+    than ``jnp.cumsum`` / ``lax.cummin``, which lower to log-depth passes)."""
+
+    def body(acc, x):
+        acc = op(acc, x)
+        return acc, acc
+
+    return jax.lax.scan(body, init, xs, reverse=reverse)[1]
+
+
+def _rank(sorted_keys, q, side: str):
+    """``searchsorted`` as int32 (unrolled binary search: the fastest form on CPU here)."""
+    return jnp.searchsorted(sorted_keys, q, side=side, method="scan_unrolled").astype(jnp.int32)
 
 
 def _finish_pieces(sched: _Sched, final: _Carry, d3):
