@@ -34,7 +34,8 @@ and finishes in the order the slot buffer releases them), their merge is found b
 pipeline), so P1 is added from the single window that contains the query, evaluated locally.
 ``first_token_ms = T(f_k)``, ``finish_ms = T(e_k)``.
 Cost: ``O(N * max_slots)`` for the scan (``O(N * max_slots * log max_slots)`` with a KV
-capacity) plus ``O(N log N)`` (the searches); no per-iteration work and no bound on the iteration count.
+capacity) plus ``O(N log N)`` (the searches); no per-iteration work and no bound on the
+iteration count.
 Float32 throughout; against a float64 run the times agree to ~1e-5 relative even for jobs of
 ~10^6 iterations.
 
