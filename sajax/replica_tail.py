@@ -16,7 +16,7 @@ exactly: the fast model per replica, ``replicas.predict``):
 2. ``tail_longest_first`` (per replica): its hits keep their order and its misses follow them,
    longest first, so that the last wave is short requests, not a long one running alone.
 
-    orders, first, finish, info = rebalance_misses(orders, caps, first, finish, problem, models, work)
+    out = rebalance_misses(orders, caps, first, finish, problem, models, work)
 """
 
 from __future__ import annotations

@@ -249,7 +249,9 @@ def plan_replicas(
         return energy_of(first, finish, problem, config.objective, params), first, finish
 
     caps = [int(m.slots) for m in models]
-    classes = slo_classes(problem, work.mean(axis=1)) if "stratified" in config.assignments else None
+    classes = (
+        slo_classes(problem, work.mean(axis=1)) if "stratified" in config.assignments else None
+    )
     seed_energy: dict[str, float] = {}
     best = None
     for name in config.seeds:
@@ -336,7 +338,8 @@ def plan_replicas(
 
 
 def plan_each(problem, models, orders, config: ReplicaPlanConfig, budget, key):
-    """Step 2: ``sajax.planner.plan`` on each replica's rows (an equal share of ``budget``)."""
+    """Step 2: ``sajax.planner.plan`` on each replica's rows (an equal share of ``budget``);
+    each replica's order comes from the planner, not from ``orders`` (only its rows do)."""
     base = config.plan_config or PlanConfig(objective=config.objective)
     out_orders, out_caps = [], []
     busy = [j for j, o in enumerate(orders) if len(o)]
@@ -349,6 +352,10 @@ def plan_each(problem, models, orders, config: ReplicaPlanConfig, budget, key):
         cfg = dataclasses.replace(base, time_budget_s=share)
         if config.full_caps:  # a lower cap can raise attainment but slows the replica down
             cfg = dataclasses.replace(cfg, caps=(int(models[j].slots),))
+        # the rows in the problem's own order, not the seed's: on rows sorted by length (sjf)
+        # the planner's seed stage overran a 15 s budget 4-8 times (2,500 requests), for no
+        # better plan (benchmarks/results/replicas.md)
+        order = np.sort(order)
         sub = _pad_problem(problem, order, len(order))
         result = plan(sub, models[j], cfg, key=jax.random.fold_in(key, 100 + j))
         out_orders.append(order[np.asarray(result.order, np.int64)])
