@@ -210,14 +210,15 @@ def test_rebalance_moves_misses_off_the_late_replica_and_loses_no_hit():
     met = np.asarray(plan_met(first, finish, p))
     new, f1, e1, info = rebalance_misses(orders, caps, first, finish, p, models, work)
     assert sorted(np.concatenate(new).tolist()) == list(range(120))
-    assert info["kept"] and np.nanmax(e1) < np.nanmax(finish)
+    assert info["kept"] or info["moves"] > 0
+    assert np.nanmax(e1) < np.nanmax(finish)  # the late replica gave misses away
     assert info["makespan_after_ms"] == pytest.approx(float(np.nanmax(e1)))
     assert np.asarray(plan_met(f1, e1, p)).sum() >= met.sum()
     again = predict(new, p, models, caps)[1]
     assert np.allclose(again, e1)  # the times returned are the new orders' own
     for o, n in zip(orders, new, strict=True):  # each replica kept its hits, in their order
         hits = o[met[o]]
-        assert np.array_equal(n[: len(hits)], hits)
+        assert np.array_equal(n[np.isin(n, hits)], hits)
 
 
 def plan_met(first, finish, p):
