@@ -22,10 +22,12 @@ start; the replicas start together.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -135,7 +137,7 @@ def run_replicated(config, table: pa.Table, todo_mask, ckpt, done: pa.Table) -> 
     from batch_runner.job import config as job_config
     from batch_runner.job import engines as job_engines
     from batch_runner.job import plan_step
-    from batch_runner.ray_pool import ReplicaPool, ray_session, run_on_replicas
+    from batch_runner.ray_pool import ReplicaPool, ray_session
     from sajax.replicas import plan_replicas
 
     todo = table.filter(todo_mask)
@@ -177,22 +179,10 @@ def run_replicated(config, table: pa.Table, todo_mask, ckpt, done: pa.Table) -> 
                     for s, o in zip(survivors, again.orders, strict=True)
                 }
 
-            run, stopped = _execute(
-                config,
-                pool,
-                by_id,
-                orders,
-                ranks,
-                rplan,
-                predicted,
-                replan,
-                ckpt,
-                done,
-                table,
-                todo,
-                engine_name,
-                run_on_replicas,
+            planned = _Planned(
+                pool, engine_name, by_id, orders, ranks, rplan.inflight_caps, predicted, replan
             )
+            run, stopped = _execute(config, planned, _JobRows(table, todo, done, ckpt))
         finally:
             pool.shutdown()
     plan_info = {
@@ -214,27 +204,41 @@ def run_replicated(config, table: pa.Table, todo_mask, ckpt, done: pa.Table) -> 
     }
 
 
-def _execute(
-    config,
-    pool,
-    by_id,
-    orders,
-    ranks,
-    rplan,
-    predicted,
-    replan,
-    ckpt,
-    done,
-    table,
-    todo,
-    engine_name,
-    run_on_replicas,
-):
+@dataclasses.dataclass(frozen=True)
+class _Planned:
+    """What the execute step runs: the pool, the requests and the plan over the replicas."""
+
+    pool: Any  # batch_runner.ray_pool.ReplicaPool
+    engine_name: str
+    by_id: dict[str, Any]  # request id -> engine request
+    orders: list[list[str]]  # per replica, request ids in submission order
+    ranks: dict[str, int]  # request id -> rank in the results
+    inflight_caps: list[int]  # per replica
+    predicted: dict[str, float]  # request id -> predicted finish (ms)
+    replan: Callable[[list[str], list[int]], dict[int, list[str]]]  # after a replica died
+
+
+@dataclasses.dataclass(frozen=True)
+class _JobRows:
+    """The job's rows: the whole input, the rows to run now, those done before, the checkpoint."""
+
+    table: pa.Table
+    todo: pa.Table
+    done: pa.Table
+    ckpt: Any  # batch_runner.checkpoint.Checkpoint
+
+
+def _execute(config, planned: _Planned, rows: _JobRows) -> tuple[Any, int | None]:
+    """Run ``planned`` (``ray_pool.run_on_replicas``), checkpointing every finished row with
+    its replica; returns the run and the signal that stopped it (None: it ran to the end)."""
     import pyarrow.compute as pc
 
+    from batch_runner import ray_pool
     from batch_runner.job.run_step import _checkpoint_row, count_finished
     from batch_runner.job.stops import _stop_on_signals, engine_died
 
+    table, todo, done, ckpt = rows.table, rows.todo, rows.done, rows.ckpt
+    engine_name = planned.engine_name
     row_info = {
         str(row["id"]): row
         for row in todo.select(
@@ -252,7 +256,7 @@ def _execute(
             )
 
         def on_result(m, j: int) -> None:
-            row = _checkpoint_row(m, ckpt.run, predicted[m.id], engine_name)
+            row = _checkpoint_row(m, ckpt.run, planned.predicted[m.id], engine_name)
             ckpt.add(row | {"replica": j})
             count_finished(bar, row_info[m.id], m)
 
@@ -263,13 +267,13 @@ def _execute(
                 return bool(sig)
 
             try:
-                run = run_on_replicas(
-                    pool,
-                    by_id,
-                    orders,
-                    ranks,
-                    rplan.inflight_caps,
-                    replan=replan,
+                run = ray_pool.run_on_replicas(  # looked up now: tests and benchmarks wrap it
+                    planned.pool,
+                    planned.by_id,
+                    planned.orders,
+                    planned.ranks,
+                    planned.inflight_caps,
+                    replan=planned.replan,
                     on_result=on_result,
                     should_stop=should_stop,
                     max_retries=config.max_retries,

@@ -88,6 +88,7 @@ def quality(args) -> list[dict]:
             ),
             "rr+sajax": ReplicaPlanConfig(
                 objective=args.objective,
+                rebalance=False,
                 tail_lpt=False,
                 time_budget_s=args.budget,
                 replica_share=1.0,  # the whole budget for the per-replica plans
@@ -120,6 +121,8 @@ def quality(args) -> list[dict]:
                 "mean_e2e_s": plan.summary["mean_e2e_ms"] / 1e3,
                 "best_seed": plan.summary["best_seed"],
                 "tail_lpt": plan.summary["tail_lpt"],
+                "rebalance": plan.summary["rebalance"],
+                "stage_end_s": plan.summary["stage_end_s"],
                 "stages": plan.summary["stage_energy"],
                 "joint": plan.summary["joint"],
             }

@@ -16,19 +16,21 @@ def quality(rec) -> list[str]:
         "",
         "| R | speeds | objective | plan | plan wall (s) | W/R (s) | makespan (s) | "
         "makespan / (W/R) | attainment (ref sim) | G (1/s) | mean e2e (s) | best seed | "
-        "joint steps | tail polish (replicas) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "joint steps | rebalance (LPT kept, moves) | tail polish (replicas) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rec["quality"]:
         joint = r.get("joint") or {}
         tail = r.get("tail_lpt") or {}
+        reb = r.get("rebalance") or {}
+        reb = f"{'yes' if reb['kept'] else 'no'}, {reb['moves']}" if reb else "-"
         out.append(
             f"| {r['R']} | {'1, 1/2, ...' if r.get('hetero') else 'equal'} | "
             f"{r.get('objective', 'goodput')} | {r['plan']} | {r['wall_s']:.0f} | "
             f"{r['work_over_R_s']:.1f} | {r['makespan_s']:.1f} | {r['makespan_ratio']:.3f} | "
             f"{100 * r['attainment']:.2f} % | {r.get('goodput', float('nan')):.5f} | "
             f"{r.get('mean_e2e_s', float('nan')):.1f} | {r['best_seed']} | "
-            f"{joint.get('steps', '-')} | {tail.get('replicas_changed', '-')} |"
+            f"{joint.get('steps', '-')} | {reb} | {tail.get('replicas_changed', '-')} |"
         )
     return out
 

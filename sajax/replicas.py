@@ -13,19 +13,25 @@ Steps:
    - ``least_loaded``: in priority order, each request goes to the replica that would finish
      its queue first with it (``argmin_r load_r + work_ir``; ``work_ir`` = the request's share
      of replica r's batched throughput, ``work_ms``);
-   - ``round_robin``: request k of the priority order to replica ``k mod R``.
+   - ``round_robin``: request k of the priority order to replica ``k mod R``;
+   - ``stratified``: least-loaded within each class of alike requests (``slo_classes``: the
+     kind of SLO and a quartile of predicted work), in priority order: every replica gets the
+     same mix of SLO kinds, sizes and (in EDF / least-slack order) deadlines, and the same work.
+     On equal replicas that is round-robin within each class.
 
    Every seed is scored exactly (the fast model per replica, ``predict``); the best wins.
 2. Per-replica plans (``replica_plans``): the single-engine planner (``sajax.planner.plan``)
    orders each replica's requests (at all its slots unless ``full_caps=False``: then it picks
-   the cap too), with an equal share of the budget.
-3. Joint annealing (``joint``, ``sajax.replica_anneal``): the annealer's state is an order plus
-   a replica per position; its moves move requests between replicas as well as within one;
-   every replica is scored by the fast model with its own profile. Large jobs go by windows.
-
-4. Makespan polish (``tail_lpt``; on unless the objective is ``goodput``): on each replica the
-   predicted misses move behind its hits, longest first, when that loses no hit and shortens
-   the replica's makespan (the last wave is then short requests, not a long one alone).
+   the cap too), with an equal share of the budget (``replica_share`` of it: by default all).
+3. Joint annealing (``joint``, ``sajax.replica_anneal``; with a budget, only in the time step 2
+   leaves): the annealer's state is an order plus a replica per position; its moves move
+   requests between replicas as well as within one; every replica is scored by the fast model
+   with its own profile. Large jobs go by windows.
+4. Makespan polish (``sajax.replica_tail``): the predicted misses are dealt again over the
+   replicas, longest first, to the least-loaded (``rebalance``; on for the attainment
+   objective), then on each replica they move behind its hits, longest first (``tail_lpt``; on
+   unless the objective is ``goodput``), each kept only when it loses no hit and shortens the
+   makespan (the last wave is then short requests, not a long one alone).
 
 Each of stages 2-3 replaces the plan before only if it scores better (exact, whole plan), so the
 plan is never worse than its best seed under the planner's own model.
@@ -52,9 +58,11 @@ from sajax.objectives.slo import get_objective, objective_params
 from sajax.planner import PlanConfig, plan
 from sajax.problem import Problem, bucket_size
 from sajax.replica_anneal import _pad_problem, joint_anneal
+from sajax.replica_tail import rebalance_misses, tail_longest_first
 from sajax.simulate import kv_can_bind, simulate
 
-ASSIGNMENTS = ("least_loaded", "round_robin")
+ASSIGNMENTS = ("least_loaded", "round_robin", "stratified")
+WORK_BANDS = 4  # stratified: bands of predicted work per kind of SLO (quantiles)
 SEEDS = ("least_slack", "edf", "sjf", "fcfs")
 
 
@@ -67,7 +75,10 @@ class ReplicaPlanConfig:
     seeds: tuple[str, ...] = SEEDS  # priority orders (sajax.heuristics)
     assignments: tuple[str, ...] = ASSIGNMENTS  # assignment rules (module doc)
     replica_plans: bool = True  # step 2: the single-engine planner on every replica
-    replica_share: float = 0.8  # of the budget left after the seeds, for step 2 (the rest: 3)
+    # of the budget left after the seeds, for step 2; step 3 gets what it leaves (1.0: all of
+    # it to the per-replica plans, which gained more per second than the joint annealing at
+    # 10k requests; benchmarks/results/replicas.md)
+    replica_share: float = 1.0
     plan_config: PlanConfig | None = None  # step 2's base config (its budget is replaced)
     # step 2 keeps every replica at all its slots: a lower cap can suit one engine's SLOs, but
     # over replicas it slowed them (10k requests, R = 2 / 4: better attainment AND makespan
@@ -79,8 +90,10 @@ class ReplicaPlanConfig:
     chains: int = 4  # joint chains per window
     steps: int = 500  # joint steps per window (a budget may cut it)
     refresh: bool = True  # re-score the whole plan between windows (False: huge jobs)
-    # last: each replica's misses after its hits, longest first (tail_longest_first); None: on
-    # unless the objective is goodput (it costs latency, so G, never hits)
+    # last (sajax.replica_tail): the misses dealt again over the replicas (rebalance_misses),
+    # then each replica's misses after its hits, longest first (tail_longest_first); None: on
+    # unless the objective is goodput (they cost latency, so G, never hits)
+    rebalance: bool | None = None
     tail_lpt: bool | None = None
 
     def __post_init__(self):
@@ -119,21 +132,56 @@ def work_ms(problem: Problem, model: EngineModel) -> np.ndarray:
     return b * (inp + out) + d * out + out * a / slots + c * out * (inp + out / 2)
 
 
-def assign(rule: str, priority: np.ndarray, work: np.ndarray) -> np.ndarray:
+def slo_classes(problem: Problem, work: np.ndarray) -> np.ndarray:
+    """(N,) int class of each row for ``stratified``: the kind of SLO it has (which of the e2e,
+    TTFT and TPOT bounds are set) and its band of predicted work within that kind (quantiles,
+    ``WORK_BANDS``); ``work`` is (N,)."""
+    p = _np(problem)
+    kind = sum(np.isfinite(x).astype(np.int64) << k for k, x in enumerate(p[2:5]))
+    band = np.zeros(len(kind), np.int64)
+    live = np.asarray(p.mask, bool)
+    for k in np.unique(kind[live]):
+        sel = live & (kind == k)
+        edges = np.quantile(work[sel], np.linspace(0, 1, WORK_BANDS + 1)[1:-1])
+        band[sel] = np.searchsorted(edges, work[sel], side="right")
+    return kind * WORK_BANDS + band
+
+
+def assign(rule: str, priority: np.ndarray, work: np.ndarray, classes=None) -> np.ndarray:
     """(N,) replica per row of ``priority`` (rows in priority order) under ``rule``; ``work`` is
-    (N, R) per row and replica. Rows not in ``priority`` get -1."""
+    (N, R) per row and replica; ``classes`` (N,) ints, for ``stratified`` (default: one class).
+    Rows not in ``priority`` get -1."""
     n, r = work.shape
     replica = np.full(n, -1, np.int32)
     if rule == "round_robin":
         replica[priority] = np.arange(len(priority)) % r
         return replica
-    if rule != "least_loaded":
+    if rule not in ASSIGNMENTS:
         raise ValueError(f"unknown assignment {rule!r}; choose one of {ASSIGNMENTS}")
-    load = np.zeros(r)
+    if rule == "least_loaded":
+        load = np.zeros(r)
+        for i in priority:
+            j = int(np.argmin(load + work[i]))
+            replica[i] = j
+            load[j] += work[i, j]
+        return replica
+    _, cls = np.unique(np.zeros(n, np.int64) if classes is None else classes, return_inverse=True)
+    if np.allclose(work, work[:, :1]):
+        # equal replicas: least-loaded within a class of alike requests is round-robin there
+        c = cls[priority]
+        by = np.argsort(c, kind="stable")
+        start = np.searchsorted(c[by], c[by])  # first position of each row's class
+        offset = np.cumsum(np.bincount(c, minlength=c.max() + 1)) - np.bincount(c)
+        replica[priority[by]] = (np.arange(len(by)) - start + offset[c[by]]) % r
+        return replica
+    load = np.zeros((cls.max() + 1, r))
+    total = np.zeros(r)
     for i in priority:
-        j = int(np.argmin(load + work[i]))
+        cand = load[cls[i]] + work[i]
+        j = int(np.lexsort((total, cand))[0])  # least class load, then least total load
         replica[i] = j
-        load[j] += work[i, j]
+        load[cls[i], j] += work[i, j]
+        total[j] += work[i, j]
     return replica
 
 
@@ -201,13 +249,16 @@ def plan_replicas(
         return energy_of(first, finish, problem, config.objective, params), first, finish
 
     caps = [int(m.slots) for m in models]
+    classes = (
+        slo_classes(problem, work.mean(axis=1)) if "stratified" in config.assignments else None
+    )
     seed_energy: dict[str, float] = {}
     best = None
     for name in config.seeds:
         order = np.asarray(heuristics.HEURISTICS[name](problem, models[0]), np.int64)
         order = order[mask[order]]
         for rule in config.assignments:
-            orders = split_orders(order, assign(rule, order, work), r)
+            orders = split_orders(order, assign(rule, order, work, classes), r)
             e = score(orders, caps)[0]
             seed_energy[f"{rule}/{name}"] = e
             if best is None or e < best[0]:
@@ -254,14 +305,18 @@ def plan_replicas(
             energy, orders = e, new_orders
     _, first, finish = score(orders, caps)
     tail_info: dict[str, Any] = {}
-    tail = config.tail_lpt
-    if tail is None:
-        tail = get_objective(config.objective) is not get_objective("goodput")
-    if tail:
+    rebalance_info: dict[str, Any] = {}
+    by_hits = get_objective(config.objective) is not get_objective("goodput")
+    rebalance = config.objective == "attainment" if config.rebalance is None else config.rebalance
+    if rebalance:  # (tardiness counts how late the misses are: it would not be free there)
+        orders, first, finish, rebalance_info = rebalance_misses(
+            orders, caps, first, finish, problem, models, work
+        )
+    if by_hits if config.tail_lpt is None else config.tail_lpt:
         orders, first, finish, tail_info = tail_longest_first(
             orders, caps, first, finish, problem, models, work
         )
-        energy = energy_of(first, finish, problem, config.objective, params)
+    energy = energy_of(first, finish, problem, config.objective, params)
     summary = summarize(problem, orders, caps, first, finish, models)
     summary |= {
         "objective": config.objective,
@@ -271,6 +326,7 @@ def plan_replicas(
         "stage_energy": stages,
         "stage_end_s": stage_s,
         "joint": joint_info,
+        "rebalance": rebalance_info,
         "tail_lpt": tail_info,
         "plan_time_s": time.perf_counter() - started,
     }
@@ -281,35 +337,9 @@ def plan_replicas(
     return ReplicaPlan(replica, orders, caps, first, finish, met, summary)
 
 
-def tail_longest_first(orders, caps, first, finish, problem, models, work):
-    """Makespan polish: on each replica, the predicted hits keep their order and the predicted
-    misses follow them, longest first (so that the last wave is short requests, not a long one
-    running alone). Kept per replica only if its predicted weighted hits do not drop and its
-    makespan shrinks. Misses finish later on average: it costs latency (and G), not hits."""
-    p = _np(problem)
-    met = np.asarray(problem_metrics(first, finish, p).met, bool)
-    w = np.asarray(p.weight, np.float64)
-    out = [np.asarray(o, np.int64) for o in orders]
-    kept, span_before, span_after = 0, float(np.nanmax(finish)), 0.0
-    first, finish = first.copy(), finish.copy()
-    for j, o in enumerate(orders):
-        if len(o) < 2:
-            continue
-        hits, misses = o[met[o]], o[~met[o]]
-        cand = np.concatenate([hits, misses[np.argsort(-work[misses, j], kind="stable")]])
-        f1, e1 = predict([cand], problem, [models[j]], [caps[j]])
-        met1 = np.asarray(problem_metrics(f1, e1, p).met, bool)
-        if np.sum(w[o] * met1[o]) >= np.sum(w[o] * met[o]) and np.nanmax(e1) < np.nanmax(finish[o]):
-            out[j] = cand
-            first[o], finish[o] = f1[o], e1[o]
-            kept += 1
-    span_after = float(np.nanmax(finish))
-    info = {"replicas_changed": kept, "makespan_before_ms": span_before}
-    return out, first, finish, info | {"makespan_after_ms": span_after}
-
-
 def plan_each(problem, models, orders, config: ReplicaPlanConfig, budget, key):
-    """Step 2: ``sajax.planner.plan`` on each replica's rows (an equal share of ``budget``)."""
+    """Step 2: ``sajax.planner.plan`` on each replica's rows (an equal share of ``budget``);
+    each replica's order comes from the planner, not from ``orders`` (only its rows do)."""
     base = config.plan_config or PlanConfig(objective=config.objective)
     out_orders, out_caps = [], []
     busy = [j for j, o in enumerate(orders) if len(o)]
@@ -322,6 +352,10 @@ def plan_each(problem, models, orders, config: ReplicaPlanConfig, budget, key):
         cfg = dataclasses.replace(base, time_budget_s=share)
         if config.full_caps:  # a lower cap can raise attainment but slows the replica down
             cfg = dataclasses.replace(cfg, caps=(int(models[j].slots),))
+        # the rows in the problem's own order, not the seed's: on rows sorted by length (sjf)
+        # the planner's seed stage overran a 15 s budget 4-8 times (2,500 requests), for no
+        # better plan (benchmarks/results/replicas.md)
+        order = np.sort(order)
         sub = _pad_problem(problem, order, len(order))
         result = plan(sub, models[j], cfg, key=jax.random.fold_in(key, 100 + j))
         out_orders.append(order[np.asarray(result.order, np.int64)])

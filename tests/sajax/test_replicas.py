@@ -21,12 +21,14 @@ from sajax.replica_anneal import (
     max_slots_of,
     stack_models,
 )
+from sajax.replica_tail import rebalance_misses
 from sajax.replicas import (
     ReplicaPlanConfig,
     assign,
     energy_of,
     plan_replicas,
     predict,
+    slo_classes,
     split_orders,
     work_ms,
 )
@@ -143,7 +145,9 @@ def test_bad_config_is_refused_with_the_field_named():
 
 def test_makespan_polish_loses_no_hit_and_never_lengthens_the_job():
     p = _problem(96, seed=5, tight=0.3)
-    base = ReplicaPlanConfig(objective="attainment", replica_plans=False, joint=False)
+    base = ReplicaPlanConfig(
+        objective="attainment", replica_plans=False, joint=False, rebalance=False
+    )
     off = plan_replicas(p, [FAST, FAST], dataclasses.replace(base, tail_lpt=False))
     on = plan_replicas(p, [FAST, FAST], base)  # None: on for the attainment objective
     assert on.summary["tail_lpt"]["makespan_after_ms"] <= off.summary["makespan_ms"] + 1e-6
@@ -151,3 +155,73 @@ def test_makespan_polish_loses_no_hit_and_never_lengthens_the_job():
     assert on.summary["makespan_ms"] <= off.summary["makespan_ms"] + 1e-6
     for o_on, o_off in zip(on.orders, off.orders, strict=True):
         assert sorted(o_on.tolist()) == sorted(o_off.tolist())  # same replicas, reordered only
+
+
+def _mixed(n: int, seed: int = 0):
+    """Half e2e SLOs, half TTFT + TPOT SLOs (two kinds), lengths spread over a decade."""
+    rng = np.random.default_rng(seed)
+    inp, out = rng.integers(8, 200, n), rng.integers(2, 80, n)
+    e2e = np.where(np.arange(n) % 2 == 0, rng.uniform(300.0, 3000.0, n), np.inf)
+    ttft = np.where(np.arange(n) % 2 == 1, rng.uniform(100.0, 900.0, n), np.inf)
+    tpot = np.where(np.arange(n) % 2 == 1, 50.0, np.inf)
+    return make_problem(inp, out, e2e, ttft, tpot, size=n)
+
+
+def test_slo_classes_split_by_kind_of_slo_and_band_of_work():
+    p = _mixed(400)
+    work = work_ms(p, FAST)
+    cls = slo_classes(p, work)
+    kinds = np.arange(400) % 2
+    assert not set(cls[kinds == 0]) & set(cls[kinds == 1])  # no class mixes the two kinds
+    for c in np.unique(cls):  # within a kind, a class is a band of work
+        other = (cls != c) & (kinds == kinds[cls == c][0])
+        lo, hi = work[cls == c].min(), work[cls == c].max()
+        assert np.all((work[other] <= lo) | (work[other] >= hi))
+
+
+def test_stratified_deals_every_class_evenly_on_equal_replicas():
+    p = _mixed(403, seed=1)
+    work1 = work_ms(p, FAST)
+    cls = slo_classes(p, work1)
+    priority = np.argsort(np.asarray(p.slo_e2e_ms), kind="stable")
+    rep = assign("stratified", priority, np.stack([work1] * 3, axis=1), cls)
+    assert np.all(rep >= 0)
+    counts = np.array([[np.sum((cls == c) & (rep == j)) for j in range(3)] for c in set(cls)])
+    assert np.all(counts.max(axis=1) - counts.min(axis=1) <= 1)  # per class, within one
+    totals = np.bincount(rep, minlength=3)
+    assert totals.max() - totals.min() <= 1  # the classes' remainders go round too
+
+
+def test_stratified_gives_a_faster_replica_more_of_every_class():
+    p = _mixed(300, seed=2)
+    work = np.stack([work_ms(p, FAST), work_ms(p, SLOW)], axis=1)
+    cls = slo_classes(p, work.mean(axis=1))
+    rep = assign("stratified", np.arange(300), work, cls)
+    for c in np.unique(cls):
+        assert np.sum((cls == c) & (rep == 0)) > np.sum((cls == c) & (rep == 1))
+
+
+def test_rebalance_moves_misses_off_the_late_replica_and_loses_no_hit():
+    p = _problem(120, seed=6, tight=0.2)
+    models, caps = [FAST, FAST], [4, 4]
+    work = np.stack([work_ms(p, FAST)] * 2, axis=1)
+    orders = [np.arange(100), np.arange(100, 120)]  # replica 0 has five times the work
+    first, finish = predict(orders, p, models, caps)
+    met = np.asarray(plan_met(first, finish, p))
+    new, f1, e1, info = rebalance_misses(orders, caps, first, finish, p, models, work)
+    assert sorted(np.concatenate(new).tolist()) == list(range(120))
+    assert info["kept"] or info["moves"] > 0
+    assert np.nanmax(e1) < np.nanmax(finish)  # the late replica gave misses away
+    assert info["makespan_after_ms"] == pytest.approx(float(np.nanmax(e1)))
+    assert np.asarray(plan_met(f1, e1, p)).sum() >= met.sum()
+    again = predict(new, p, models, caps)[1]
+    assert np.allclose(again, e1)  # the times returned are the new orders' own
+    for o, n in zip(orders, new, strict=True):  # each replica kept its hits, in their order
+        hits = o[met[o]]
+        assert np.array_equal(n[np.isin(n, hits)], hits)
+
+
+def plan_met(first, finish, p):
+    from sajax.metrics import problem_metrics
+
+    return problem_metrics(first, finish, p).met
