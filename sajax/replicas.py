@@ -22,7 +22,10 @@ Steps:
    Every seed is scored exactly (the fast model per replica, ``predict``); the best wins.
 2. Per-replica plans (``replica_plans``): the single-engine planner (``sajax.planner.plan``)
    orders each replica's requests (at all its slots unless ``full_caps=False``: then it picks
-   the cap too), with an equal share of the budget (``replica_share`` of it: by default all).
+   the cap too), with an equal share of ``replica_share`` (0.75) of the budget; then, with a
+   budget and unless the objective is goodput, the other replicas' predicted misses are
+   re-inserted into a replica's hits at their deadline's place while that adds hits, until the
+   budget is spent (``refill``, ``sajax.replica_refill``).
 3. Joint annealing (``joint``, ``sajax.replica_anneal``; with a budget, only in the time step 2
    leaves): the annealer's state is an order plus a replica per position; its moves move
    requests between replicas as well as within one; every replica is scored by the fast model
@@ -58,6 +61,7 @@ from sajax.objectives.slo import get_objective, objective_params
 from sajax.planner import PlanConfig, plan
 from sajax.problem import Problem, bucket_size
 from sajax.replica_anneal import _pad_problem, joint_anneal
+from sajax.replica_refill import refill_across
 from sajax.replica_tail import rebalance_misses, tail_longest_first
 from sajax.simulate import kv_can_bind, simulate
 
@@ -78,7 +82,10 @@ class ReplicaPlanConfig:
     # of the budget left after the seeds, for step 2; step 3 gets what it leaves (1.0: all of
     # it to the per-replica plans, which gained more per second than the joint annealing at
     # 10k requests; benchmarks/results/replicas.md)
-    replica_share: float = 1.0
+    replica_share: float = 0.75
+    # then, with a budget, other replicas' misses re-inserted into a replica's hits until the
+    # budget is spent (sajax.replica_refill; None: on unless the objective is goodput)
+    refill: bool | None = None
     plan_config: PlanConfig | None = None  # step 2's base config (its budget is replaced)
     # step 2 keeps every replica at all its slots: a lower cap can suit one engine's SLOs, but
     # over replicas it slowed them (10k requests, R = 2 / 4: better attainment AND makespan
@@ -280,6 +287,16 @@ def plan_replicas(
         stage_s["replica_plans"] = time.perf_counter() - started
         if e < energy:
             energy, orders, caps = e, new_orders, new_caps
+    refill_info: dict[str, Any] = {}
+    by_hits = get_objective(config.objective) is not get_objective("goodput")
+    refill = by_hits if config.refill is None else config.refill
+    if refill and r > 1 and left() is not None and left() > 0:
+        _, first, finish = score(orders, caps)
+        orders, first, finish, refill_info = refill_across(
+            orders, caps, first, finish, problem, models, work, started + config.time_budget_s
+        )
+        stages["refill"] = energy_of(first, finish, problem, config.objective, params)
+        stage_s["refill"] = time.perf_counter() - started
     joint_info: dict[str, Any] = {}
     if config.joint and r > 1 and (left() is None or left() > 0):
         capped = [with_slots(m, c) for m, c in zip(models, caps, strict=True)]
@@ -306,7 +323,6 @@ def plan_replicas(
     _, first, finish = score(orders, caps)
     tail_info: dict[str, Any] = {}
     rebalance_info: dict[str, Any] = {}
-    by_hits = get_objective(config.objective) is not get_objective("goodput")
     rebalance = config.objective == "attainment" if config.rebalance is None else config.rebalance
     if rebalance:  # (tardiness counts how late the misses are: it would not be free there)
         orders, first, finish, rebalance_info = rebalance_misses(
@@ -326,6 +342,7 @@ def plan_replicas(
         "stage_energy": stages,
         "stage_end_s": stage_s,
         "joint": joint_info,
+        "refill": refill_info,
         "rebalance": rebalance_info,
         "tail_lpt": tail_info,
         "plan_time_s": time.perf_counter() - started,
