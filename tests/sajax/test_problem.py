@@ -65,6 +65,8 @@ def test_profile_from_path_and_errors(tmp_path):
     with pytest.raises(ValueError, match="slots"):
         load_profile(path)
     path.write_text("[model]\nslots = 2\ntoken_budget = 16\na_ms = 1.0\nb_ms = 0.5\nd_ms = 1\n")
+    assert float(load_profile(path).d_ms) == 1.0  # the cost per sampled row, optional
+    path.write_text("[model]\nslots = 2\ntoken_budget = 16\na_ms = 1.0\nb_ms = 0.5\ne_ms = 1\n")
     with pytest.raises(ValueError, match="unknown"):
         load_profile(path)
     with pytest.raises(ValueError, match="no engine profile"):
