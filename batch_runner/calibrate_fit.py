@@ -110,7 +110,7 @@ def fit_from_iteration_log(records: Sequence[Any], **kw) -> IterationFit:
         [r.prefill_tokens for r in rec],
         [r.context_tokens for r in rec],
         [r.seconds for r in rec],
-        sampled_rows=[getattr(r, "sampled_rows", r.decode_tokens) for r in rec],
+        sampled_rows=[r.sampled_rows for r in rec],
         **kw,
     )
 

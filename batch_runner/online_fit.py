@@ -118,7 +118,7 @@ class OnlineSpeed:
             float(m.a_ms)
             + float(m.b_ms) * (r.decode_tokens + r.prefill_tokens)
             + float(m.c_ms) * r.context_tokens
-            + float(m.d_ms) * getattr(r, "sampled_rows", r.decode_tokens)
+            + float(m.d_ms) * r.sampled_rows
             for r in recent
         )
         measured = 1000.0 * sum(r.seconds for r in recent)

@@ -207,8 +207,9 @@ class ContinuousBatchSim:
         first = prefilling & (pre == inp)
         sampled = n_dec + int(first.sum())
         t_start = self._now
-        self._now = t_start + self.a_ms + self.b_ms * forward + self.c_ms * context
-        self._now += self.d_ms * sampled
+        self._now = (
+            t_start + self.a_ms + self.b_ms * forward + self.c_ms * context + self.d_ms * sampled
+        )
         gen[decoding | first] += 1
         done = busy & (gen >= self._out) & (pre == inp)
         first_ids = [self._ids[i] for i in np.flatnonzero(first)]

@@ -42,7 +42,7 @@ escapes the loop kills the engine: ``poll`` returns the events already queued, t
     engine.submit(EngineRequest(id="a", prompt="Say hi", max_new_tokens=16))
     events = engine.poll(timeout=1.0)
     engine.stop()
-    engine.iteration_log   # [IterationRecord(t, seconds, decode_s, decode, prefill, context, seqs)]
+    engine.iteration_log   # [IterationRecord(t, seconds, decode_s, decode, prefill, context, ...)]
 """
 
 from __future__ import annotations
